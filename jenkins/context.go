@@ -13,7 +13,7 @@ import (
 // envFacts are the Jenkins variables the adapter reports, in statement order.
 func envFacts() []string {
 	return []string{"JENKINS_URL", "JOB_URL", "BUILD_URL", "JOB_NAME", "BUILD_NUMBER", "NODE_NAME",
-	"GIT_URL", "GIT_COMMIT", "GIT_BRANCH", "BRANCH_NAME", "CHANGE_ID", "TAG_NAME",
+		"GIT_URL", "GIT_COMMIT", "GIT_BRANCH", "BRANCH_NAME", "CHANGE_ID", "TAG_NAME",
 	}
 }
 
@@ -70,8 +70,10 @@ func describe(get func(string) string, claims map[string]any, log *slog.Logger) 
 		case strings.Contains(c, "${"):
 			log.Warn("a claim template was not expanded when the token was minted; bind the credential after checkout so the variable is set",
 				"claim", claim, "value", c, "env", env)
-		case env == "GIT_BRANCH" || env == "BRANCH_NAME":
-			// branch vouches for one of the two; a differing other one is asserted.
+		case env == "GIT_BRANCH" || env == "BRANCH_NAME" || env == "JOB_URL":
+			// branch vouches for one of the two branch variables, the other
+			// one is asserted; a sub template other than ${JOB_URL} leaves
+			// JOB_URL asserted.
 		default:
 			log.Warn("the build environment contradicts the token; the token's value is the one signed as identity",
 				"env", env, "env_value", v, "claim", claim, "claim_value", c)
