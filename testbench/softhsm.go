@@ -172,4 +172,3 @@ func writePublicKey(path string, pub crypto.PublicKey) error {
 	}
 	return writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
 }
-
