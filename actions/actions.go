@@ -37,6 +37,9 @@ type platform struct {
 	log    *slog.Logger
 	// tokenClient fetches the ID token; it retries transport errors and 5xx.
 	tokenClient *http.Client
+	// annotated holds errors already shown as ::error, so ReportError does
+	// not repeat them.
+	annotated []error
 }
 
 // New returns the GitHub Actions platform reading its environment through env
@@ -81,6 +84,13 @@ func (p *platform) gha() *githubactions.Action {
 	)
 }
 
+// fail annotates err and remembers it, then returns it.
+func (p *platform) fail(err error) error {
+	p.annotate(err.Error())
+	p.annotated = append(p.annotated, err)
+	return err
+}
+
 // annotate writes a `::error title=signet::` annotation. msg is passed as an
 // argument, never as a format string.
 func (p *platform) annotate(msg string) {
@@ -95,6 +105,11 @@ func (p *platform) annotate(msg string) {
 func (p *platform) ReportError(ctx context.Context, err error) {
 	if err == nil {
 		return
+	}
+	for _, done := range p.annotated {
+		if errors.Is(err, done) {
+			return
+		}
 	}
 	var apiErr *core.APIError
 	if errors.As(err, &apiErr) {

@@ -455,3 +455,17 @@ func TestReportError(t *testing.T) {
 		})
 	}
 }
+
+func TestReportErrorDoesNotRepeatTokenAnnotation(t *testing.T) {
+	p, out := testPlatform(map[string]string{})
+	_, err := p.IDToken(context.Background(), "https://signer.example.com")
+	wrapped := fmt.Errorf("get the github OIDC token: %w", err)
+	p.ReportError(context.Background(), wrapped)
+	if n := strings.Count(out.String(), "::error"); n != 1 {
+		t.Fatalf("want one annotation for the missing permission, got %d: %q", n, out.String())
+	}
+	p.ReportError(context.Background(), errors.New("something else"))
+	if n := strings.Count(out.String(), "::error"); n != 2 {
+		t.Fatalf("a different error must still be annotated; got %q", out.String())
+	}
+}

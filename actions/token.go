@@ -21,27 +21,23 @@ var errNoIDTokenPermission = errors.New("this job lacks `permissions: id-token: 
 func (p *platform) IDToken(ctx context.Context, audience string) (string, error) {
 	if strings.TrimSpace(audience) == "" {
 		err := errors.New("no audience for the GitHub OIDC token: set the action's `audience` input (SIGNET_AUDIENCE) to the signer's configured audience")
-		p.annotate(err.Error())
-		return "", err
+		return "", p.fail(err)
 	}
 	reqURL, okURL := p.env("ACTIONS_ID_TOKEN_REQUEST_URL")
 	reqTok, okTok := p.env("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
 	if !okURL || reqURL == "" || !okTok || reqTok == "" {
-		p.annotate(errNoIDTokenPermission.Error())
-		return "", errNoIDTokenPermission
+		return "", p.fail(errNoIDTokenPermission)
 	}
 	tok, err := p.gha().GetIDToken(ctx, audience)
 	if err != nil {
 		err = fmt.Errorf("requesting the GitHub OIDC token for audience %q from ACTIONS_ID_TOKEN_REQUEST_URL: %w "+
 			"(check the job's `permissions: id-token: write` and that the runner can reach its token endpoint)", audience, err)
-		p.annotate(err.Error())
-		return "", err
+		return "", p.fail(err)
 	}
 	tok = strings.TrimSpace(tok)
 	if tok == "" {
 		err := fmt.Errorf("the GitHub token endpoint answered without a token (empty \"value\") for audience %q: re-run the job; if it persists, GitHub's OIDC service is failing", audience)
-		p.annotate(err.Error())
-		return "", err
+		return "", p.fail(err)
 	}
 	if err := p.mask(tok); err != nil {
 		return "", err
