@@ -43,19 +43,19 @@ func (p *Platform) BuildContext(ctx context.Context) (*core.BuildContext, error)
 		asserted["parameters_source"] = "environment"
 	}
 	for key, env := range map[string]string{
-		"job_name":                         "CI_JOB_NAME",
-		"job_stage":                        "CI_JOB_STAGE",
-		"job_url":                          "CI_JOB_URL",
-		"pipeline_url":                     "CI_PIPELINE_URL",
-		"runner_description":               "CI_RUNNER_DESCRIPTION",
-		"runner_version":                   "CI_RUNNER_VERSION",
-		"server_version":                   "CI_SERVER_VERSION",
-		"commit_tag":                       "CI_COMMIT_TAG",
-		"merge_request_iid":                "CI_MERGE_REQUEST_IID",
-		"merge_request_project_path":       "CI_MERGE_REQUEST_PROJECT_PATH",
+		"job_name":                          "CI_JOB_NAME",
+		"job_stage":                         "CI_JOB_STAGE",
+		"job_url":                           "CI_JOB_URL",
+		"pipeline_url":                      "CI_PIPELINE_URL",
+		"runner_description":                "CI_RUNNER_DESCRIPTION",
+		"runner_version":                    "CI_RUNNER_VERSION",
+		"server_version":                    "CI_SERVER_VERSION",
+		"commit_tag":                        "CI_COMMIT_TAG",
+		"merge_request_iid":                 "CI_MERGE_REQUEST_IID",
+		"merge_request_project_path":        "CI_MERGE_REQUEST_PROJECT_PATH",
 		"merge_request_source_project_path": "CI_MERGE_REQUEST_SOURCE_PROJECT_PATH",
-		"merge_request_source_branch_name": "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
-		"merge_request_target_branch_name": "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+		"merge_request_source_branch_name":  "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",
+		"merge_request_target_branch_name":  "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
 	} {
 		if v := p.get(env); v != "" {
 			asserted[key] = v

@@ -3,12 +3,13 @@ package gitlab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -199,11 +200,8 @@ func (pb *publisher) run(ctx context.Context, files []publishFile) error {
 		return nil
 	}
 	for _, f := range files {
-		pkgPath, err := pb.client.GenericPackages.FormatPackageURL(c.project, c.pkgName, c.pkgVersion, f.name)
-		if err != nil {
-			return errorf("cannot build the package URL of %s: %w", f.name, err)
-		}
-		link := c.apiURL + "/" + pkgPath
+		link := c.apiURL + "/projects/" + url.PathEscape(c.project) + "/packages/generic/" +
+			url.PathEscape(c.pkgName) + "/" + url.PathEscape(c.pkgVersion) + "/" + url.PathEscape(f.name)
 		_, resp, err := pb.client.ReleaseLinks.CreateReleaseLink(c.project, c.tag, &gl.CreateReleaseLinkOptions{
 			Name:     gl.Ptr(f.name),
 			URL:      gl.Ptr(link),
