@@ -283,3 +283,41 @@ feed:
 	}
 	return out, nil
 }
+
+// DigestTargets lists the files of one `signet digest` argument: a file is
+// named exactly as given (like sha256sum), a directory is walked in lexical
+// order and each file named by its walked path.
+func DigestTargets(p string) ([]ArtifactFile, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: No such file or directory", p)
+		}
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if !fi.IsDir() {
+		return []ArtifactFile{{Name: p, Path: p}}, nil
+	}
+	var out []ArtifactFile
+	err = filepath.WalkDir(p, func(fp string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", fp, err)
+		}
+		if d.Type().IsRegular() {
+			out = append(out, ArtifactFile{Name: fp, Path: fp})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// SumLine formats one sha256sum line: "HEX  NAME\n". As GNU coreutils does,
+// a name containing a backslash, newline or carriage return is escaped and
+// the line starts with a backslash.
+func SumLine(hexDigest, name string) string {
+	if strings.ContainsAny(name, "\\\n\r") {
+		esc := strings.NewReplacer("\\", "\\\\", "\n", "\\n", "\r", "\\r").Replace(name)
+		return "\\" + hexDigest + "  " + esc + "\n"
+	}
+	return hexDigest + "  " + name + "\n"
+}
