@@ -414,8 +414,21 @@ func TestPublish(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	t.Run("unwritable directory", func(t *testing.T) {
-		out := filepath.Join(t.TempDir(), "missing-dir", "out.json")
+	t.Run("creates the directory", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "ws@tmp", "out.json")
+		if err := New(envFunc(map[string]string{outputsVar: out})).Publish(context.Background(), res); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(out); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("unwritable path", func(t *testing.T) {
+		notDir := filepath.Join(t.TempDir(), "file")
+		if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(notDir, "out.json")
 		err := New(envFunc(map[string]string{outputsVar: out})).Publish(context.Background(), res)
 		if err == nil || !strings.Contains(err.Error(), "SIGNET_OUTPUTS") {
 			t.Fatalf("err = %v, want an error naming SIGNET_OUTPUTS", err)

@@ -57,6 +57,10 @@ func writeOutputs(path string, res *core.Result) error {
 	if err != nil {
 		return err
 	}
+	// The step puts the file in ${WORKSPACE}@tmp, which may not exist yet.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	return writeFileAtomic(path, append(b, '\n'))
 }
 
