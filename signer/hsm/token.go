@@ -13,9 +13,9 @@ import (
 
 // PKCS#11 v3.0 constants for EdDSA, missing from miekg/pkcs11 v1.1.1.
 const (
-	ckkECEdwards            = 0x00000040
-	ckmECEdwardsKeyPairGen  = 0x00001055
-	ckmEdDSA                = 0x00001057
+	ckkECEdwards           = 0x00000040
+	ckmECEdwardsKeyPairGen = 0x00001055
+	ckmEdDSA               = 0x00001057
 )
 
 // Options tune a Token connection.
@@ -36,9 +36,9 @@ type Token struct {
 	pin     string
 	maxSess int
 
-	mu   sync.RWMutex
-	conn *conn
-	gen  uint64
+	mu     sync.RWMutex
+	conn   *conn
+	gen    uint64
 	closed bool
 }
 

@@ -1,0 +1,322 @@
+package signer
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/signet-ci/signet/core"
+)
+
+// AuditRecord is one line of the audit log. Hash is the SHA-256 of the record
+// serialised with Hash empty; Prev is the Hash of the previous record (64
+// zeros for the first), which chains the records.
+type AuditRecord struct {
+	Seq       uint64               `json:"seq"`
+	Time      string               `json:"time"`
+	Decision  string               `json:"decision"` // allow | deny
+	Code      string               `json:"code,omitempty"`
+	Reason    string               `json:"reason,omitempty"`
+	Operation string               `json:"operation"` // sign | attest
+	RequestID string               `json:"request_id,omitempty"`
+	Remote    string               `json:"remote,omitempty"`
+	Issuer    string               `json:"issuer,omitempty"`
+	Subject   string               `json:"subject,omitempty"`
+	Claims    map[string]string    `json:"claims,omitempty"`
+	Key       string               `json:"key,omitempty"`
+	KeyID     string               `json:"key_id,omitempty"`
+	Digests   []core.DigestRequest `json:"digests,omitempty"`
+	Prev      string               `json:"prev"`
+	Hash      string               `json:"hash,omitempty"`
+}
+
+var zeroHash = strings.Repeat("0", 64)
+
+// identifyingClaims are copied from the token into the audit record.
+var identifyingClaims = []string{
+	"repository", "repository_id", "repository_owner", "repository_owner_id", "ref", "ref_type", "sha",
+	"workflow_ref", "job_workflow_ref", "run_id", "run_attempt", "event_name", "environment", "runner_environment",
+	"project_path", "project_id", "namespace_id", "pipeline_id", "job_id", "ci_config_ref_uri", "user_login",
+	"git_url", "git_commit", "branch", "build_number", "jti",
+}
+
+func auditClaims(c map[string]any) map[string]string {
+	out := map[string]string{}
+	for _, n := range identifyingClaims {
+		if s, ok := claimAsString(c[n]); ok {
+			out[n] = s
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// sealRecord sets Hash and returns the line (without newline).
+func sealRecord(r *AuditRecord) ([]byte, error) {
+	r.Hash = ""
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(body)
+	r.Hash = hex.EncodeToString(sum[:])
+	return json.Marshal(r)
+}
+
+// AuditLog is the append-only, hash-chained, fsync'd audit log with group
+// commit: concurrent Append calls are written with one write and one fsync.
+type AuditLog struct {
+	f     *os.File
+	log   *slog.Logger
+	reqs  chan *auditReq
+	done  chan struct{}
+	fsync func(time.Duration, int) // metrics hook: fsync latency, batch size
+
+	mu      sync.Mutex // guards seq/last/closed for readers
+	seq     uint64
+	last    string
+	closed  bool
+	closeMu sync.RWMutex
+}
+
+type auditReq struct {
+	rec  *AuditRecord
+	resp chan auditResp
+}
+
+type auditResp struct {
+	ref core.AuditRef
+	err error
+}
+
+// OpenAuditLog opens (or creates) the log, verifies the existing chain and
+// continues it. A torn last line (a write cut by a crash, never acknowledged)
+// is truncated with a warning; any other break refuses to start.
+func OpenAuditLog(path string, log *slog.Logger, fsyncHook func(time.Duration, int)) (*AuditLog, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open audit log: %w", err)
+	}
+	res, err := verifyAudit(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit log %s: %w", path, err)
+	}
+	if res.tornAt >= 0 {
+		log.Warn("audit log ends with an incomplete record (unacknowledged write cut by a crash); truncating it", "path", path, "offset", res.tornAt)
+		if err := f.Truncate(res.tornAt); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("truncate torn audit record: %w", err)
+		}
+	}
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if fsyncHook == nil {
+		fsyncHook = func(time.Duration, int) {}
+	}
+	a := &AuditLog{f: f, log: log, reqs: make(chan *auditReq, 4096), done: make(chan struct{}),
+		fsync: fsyncHook, seq: res.count, last: res.last}
+	go a.run()
+	return a, nil
+}
+
+// Append writes r (Seq, Prev, Hash and Time are set here) and returns after
+// the record is on disk.
+func (a *AuditLog) Append(r *AuditRecord) (core.AuditRef, error) {
+	a.closeMu.RLock()
+	if a.closed {
+		a.closeMu.RUnlock()
+		return core.AuditRef{}, errors.New("audit log is closed")
+	}
+	req := &auditReq{rec: r, resp: make(chan auditResp, 1)}
+	a.reqs <- req
+	a.closeMu.RUnlock()
+	res := <-req.resp
+	return res.ref, res.err
+}
+
+func (a *AuditLog) run() {
+	defer close(a.done)
+	var buf bytes.Buffer
+	for first := range a.reqs {
+		batch := []*auditReq{first}
+	drain:
+		for len(batch) < 1024 {
+			select {
+			case r, ok := <-a.reqs:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		buf.Reset()
+		a.mu.Lock()
+		seq, last := a.seq, a.last
+		a.mu.Unlock()
+		refs := make([]core.AuditRef, len(batch))
+		var err error
+		for i, req := range batch {
+			seq++
+			req.rec.Seq = seq
+			req.rec.Prev = last
+			if req.rec.Time == "" {
+				req.rec.Time = time.Now().UTC().Format(time.RFC3339Nano)
+			}
+			var line []byte
+			line, err = sealRecord(req.rec)
+			if err != nil {
+				break
+			}
+			buf.Write(line)
+			buf.WriteByte('\n')
+			last = req.rec.Hash
+			refs[i] = core.AuditRef{Seq: seq, Hash: last}
+		}
+		if err == nil {
+			// One write per batch: a kill -9 cannot tear it.
+			_, err = a.f.Write(buf.Bytes())
+		}
+		if err == nil {
+			start := time.Now()
+			err = a.f.Sync()
+			a.fsync(time.Since(start), len(batch))
+		}
+		if err != nil {
+			a.log.Error("audit write failed; refusing to answer", "err", err)
+			// Do not advance the chain; the bytes may be partially on disk,
+			// in which case the restart check reports it.
+			for _, req := range batch {
+				req.resp <- auditResp{err: fmt.Errorf("audit log write: %w", err)}
+			}
+			continue
+		}
+		a.mu.Lock()
+		a.seq, a.last = seq, last
+		a.mu.Unlock()
+		for i, req := range batch {
+			req.resp <- auditResp{ref: refs[i]}
+		}
+	}
+}
+
+// Seq is the last written sequence number.
+func (a *AuditLog) Seq() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seq
+}
+
+// Close flushes pending records and closes the file.
+func (a *AuditLog) Close() error {
+	a.closeMu.Lock()
+	if a.closed {
+		a.closeMu.Unlock()
+		return nil
+	}
+	a.closed = true
+	close(a.reqs)
+	a.closeMu.Unlock()
+	<-a.done
+	return a.f.Close()
+}
+
+type verifyResult struct {
+	count  uint64
+	last   string
+	tornAt int64 // offset of an incomplete final line, -1 if none
+}
+
+// AuditBreak describes the first broken record.
+type AuditBreak struct {
+	Line   int
+	Reason string
+}
+
+func (b *AuditBreak) Error() string {
+	return fmt.Sprintf("audit log broken at line %d: %s", b.Line, b.Reason)
+}
+
+// VerifyAuditLog checks the whole chain of the log at path and returns the
+// number of records, or an *AuditBreak naming the first broken record.
+func VerifyAuditLog(path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	res, err := verifyAudit(f)
+	if err != nil {
+		return 0, err
+	}
+	if res.tornAt >= 0 {
+		return res.count, &AuditBreak{Line: int(res.count) + 1, Reason: "incomplete last record (no newline): a write was cut off"}
+	}
+	return res.count, nil
+}
+
+func verifyAudit(r io.Reader) (verifyResult, error) {
+	res := verifyResult{last: zeroHash, tornAt: -1}
+	br := bufio.NewReaderSize(r, 1<<20)
+	var off int64
+	lineNo := 0
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 && line[len(line)-1] != '\n' {
+			// final line without newline
+			res.tornAt = off
+			return res, nil
+		}
+		if len(line) > 0 {
+			lineNo++
+			off += int64(len(line))
+			body := line[:len(line)-1]
+			var rec AuditRecord
+			dec := json.NewDecoder(bytes.NewReader(body))
+			dec.DisallowUnknownFields()
+			if derr := dec.Decode(&rec); derr != nil {
+				return res, &AuditBreak{Line: lineNo, Reason: "not a valid record: " + derr.Error()}
+			}
+			canon, merr := json.Marshal(&rec)
+			if merr != nil || !bytes.Equal(canon, body) {
+				return res, &AuditBreak{Line: lineNo, Reason: "record is not in canonical form (edited?)"}
+			}
+			if rec.Seq != res.count+1 {
+				return res, &AuditBreak{Line: lineNo, Reason: fmt.Sprintf("seq is %d, want %d (record deleted or reordered)", rec.Seq, res.count+1)}
+			}
+			if rec.Prev != res.last {
+				return res, &AuditBreak{Line: lineNo, Reason: "prev does not match the previous record's hash (record deleted, reordered or edited)"}
+			}
+			h := rec.Hash
+			sealed, _ := sealRecord(&rec)
+			_ = sealed
+			if rec.Hash != h {
+				return res, &AuditBreak{Line: lineNo, Reason: "hash does not match the record's content (record edited)"}
+			}
+			res.count++
+			res.last = h
+		}
+		if err == io.EOF {
+			return res, nil
+		}
+		if err != nil {
+			return res, err
+		}
+	}
+}

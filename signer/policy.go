@@ -1,0 +1,116 @@
+package signer
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"sort"
+	"strconv"
+)
+
+// PolicyError is a refusal by a key's policy; Reason names the closest rule
+// and the first condition that differed (never the token).
+type PolicyError struct {
+	Code   string // core.ErrCodePolicyDenied or core.ErrCodePurposeMismatch
+	Reason string
+}
+
+func (e *PolicyError) Error() string { return e.Reason }
+
+// claimAsString renders a claim for matching: strings as they are, numbers and
+// booleans in their JSON text form. Arrays, objects and null do not match.
+func claimAsString(v any) (string, bool) {
+	switch t := v.(type) {
+	case string:
+		return t, true
+	case json.Number:
+		return t.String(), true
+	case float64:
+		return strconv.FormatFloat(t, 'f', -1, 64), true
+	case bool:
+		return strconv.FormatBool(t), true
+	}
+	return "", false
+}
+
+// matchValue matches a claim value against an exact value or a path.Match
+// glob ('*' does not cross '/').
+func matchValue(pattern, value string) bool {
+	if pattern == value {
+		return true
+	}
+	ok, err := path.Match(pattern, value)
+	return err == nil && ok
+}
+
+// Authorize decides whether principal p may use key k. Deny by default: one
+// rule must match in full (issuer, purpose and every listed claim).
+func Authorize(k *Key, p *Principal) error {
+	type miss struct {
+		rule    int
+		score   int
+		total   int
+		message string
+	}
+	var best *miss
+	purposeOnly := false
+	for i, r := range k.Rules {
+		total := 2 + len(r.Claims)
+		score := 0
+		var first string
+		if r.Issuer == p.Issuer {
+			score++
+		} else {
+			first = fmt.Sprintf("issuer is %q, rule wants %q", p.Issuer, r.Issuer)
+		}
+		if r.Purpose == "" || r.Purpose == k.Purpose {
+			score++
+		} else if first == "" {
+			first = fmt.Sprintf("rule is for %s keys, key %q is a %s key", r.Purpose, k.Name, k.Purpose)
+		}
+		names := make([]string, 0, len(r.Claims))
+		for n := range r.Claims {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			want := r.Claims[n]
+			raw, present := p.Claims[n]
+			got, scalar := claimAsString(raw)
+			switch {
+			case !present:
+				if first == "" {
+					first = fmt.Sprintf("claim %q is missing, rule wants %q", n, want)
+				}
+			case !scalar:
+				if first == "" {
+					first = fmt.Sprintf("claim %q is a %s, rule wants %q", n, jsonType(raw), want)
+				}
+			case matchValue(want, got):
+				score++
+			default:
+				if first == "" {
+					first = fmt.Sprintf("claim %q is %q, rule wants %q", n, got, want)
+				}
+			}
+		}
+		if score == total {
+			return nil
+		}
+		if score == total-1 && r.Purpose != "" && r.Purpose != k.Purpose {
+			purposeOnly = true
+		}
+		if best == nil || score*best.total > best.score*total {
+			best = &miss{rule: i, score: score, total: total, message: first}
+		}
+	}
+	code := "policy_denied"
+	if purposeOnly {
+		code = "purpose_mismatch"
+	}
+	if best == nil {
+		return &PolicyError{Code: code, Reason: fmt.Sprintf("key %q has no rules: nobody may use it", k.Name)}
+	}
+	return &PolicyError{Code: code, Reason: fmt.Sprintf("no rule of key %q allows this identity; closest is allow[%d] (issuer %s): %s",
+		k.Name, best.rule, k.Rules[best.rule].Issuer, best.message)}
+}
