@@ -9,7 +9,21 @@ import (
 	"testing"
 
 	"github.com/signet-ci/signet/core"
+	"github.com/signet-ci/signet/gitlab/internal/fakegitlab"
 )
+
+func newFakeGitLab(t *testing.T) *fakegitlab.Server {
+	f := fakegitlab.Start("100", parentPath, "job-token-secret")
+	t.Cleanup(func() {
+		f.Close()
+		f.Lock()
+		defer f.Unlock()
+		for _, v := range f.Violations {
+			t.Errorf("API contract violation: %s", v)
+		}
+	})
+	return f
+}
 
 // outputs writes the files of a signing run into a temp dir.
 func outputs(t *testing.T, sigNames ...string) *core.Result {
@@ -40,11 +54,11 @@ func outputs(t *testing.T, sigNames ...string) *core.Result {
 	return res
 }
 
-func publishEnv(f *fakeGitLab, tag string) map[string]string {
+func publishEnv(f *fakegitlab.Server, tag string) map[string]string {
 	env := baseEnv()
 	env["SIGNET_GITLAB_PUBLISH"] = "true"
-	env["CI_API_V4_URL"] = f.apiURL()
-	env["CI_JOB_TOKEN"] = f.jobToken
+	env["CI_API_V4_URL"] = f.APIURL()
+	env["CI_JOB_TOKEN"] = f.JobToken
 	if tag != "" {
 		env["CI_COMMIT_TAG"] = tag
 	}
@@ -53,7 +67,7 @@ func publishEnv(f *fakeGitLab, tag string) map[string]string {
 
 func TestPublishUploadsAndLinksRelease(t *testing.T) {
 	f := newFakeGitLab(t)
-	f.releases["v1.2.0"] = nil
+	f.Releases["v1.2.0"] = nil
 	res := outputs(t)
 	env := publishEnv(f, "v1.2.0")
 	env["SIGNET_GITLAB_PACKAGE_NAME"] = "app-signatures"
@@ -61,7 +75,7 @@ func TestPublishUploadsAndLinksRelease(t *testing.T) {
 	if err := New(mapEnv(env)).Publish(context.Background(), res); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	files, releases, requests := f.snapshot()
+	files, releases, requests := f.Snapshot()
 	want := map[string]string{
 		"app.tar.gz.sig": res.Artifacts[0].SignaturePath, "app.sbom.json.sig": res.Artifacts[1].SignaturePath,
 		"provenance.intoto.jsonl": res.ProvenancePath, "signer.pub": res.PublicKeyPath,
@@ -82,7 +96,7 @@ func TestPublishUploadsAndLinksRelease(t *testing.T) {
 	}
 	for _, l := range links {
 		name := l["name"].(string)
-		wantURL := f.apiURL() + "/projects/100/packages/generic/app-signatures/v1.2.0/" + name
+		wantURL := f.APIURL() + "/projects/100/packages/generic/app-signatures/v1.2.0/" + name
 		if l["url"] != wantURL || l["link_type"] != "other" {
 			t.Errorf("link %s = %v, want url %s, link_type other", name, l, wantURL)
 		}
@@ -101,7 +115,7 @@ func TestPublishBranchPipelineSkipsReleaseAndDefaultsVersion(t *testing.T) {
 	if err := New(mapEnv(publishEnv(f, ""))).Publish(context.Background(), outputs(t)); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	files, releases, requests := f.snapshot()
+	files, releases, requests := f.Snapshot()
 	if _, ok := files["signet/"+sha+"/signer.pub"]; !ok {
 		t.Errorf("want signer.pub in package signet/%s, have %v", sha, requests)
 	}
@@ -118,7 +132,7 @@ func TestPublishOff(t *testing.T) {
 		if err := New(mapEnv(env)).Publish(context.Background(), outputs(t)); err != nil {
 			t.Fatalf("Publish with %q: %v", v, err)
 		}
-		if _, _, reqs := f.snapshot(); len(reqs) != 0 {
+		if _, _, reqs := f.Snapshot(); len(reqs) != 0 {
 			t.Errorf("SIGNET_GITLAB_PUBLISH=%q made requests %v", v, reqs)
 		}
 	}
@@ -127,37 +141,37 @@ func TestPublishOff(t *testing.T) {
 func TestPublishErrors(t *testing.T) {
 	tests := []struct {
 		name    string
-		setup   func(f *fakeGitLab, env map[string]string)
+		setup   func(f *fakegitlab.Server, env map[string]string)
 		tag     string
 		errHas  []string
 		uploads int // package files present afterwards
 	}{
 		{
 			name:   "401 bad job token",
-			setup:  func(f *fakeGitLab, env map[string]string) { env["CI_JOB_TOKEN"] = "expired" },
+			setup:  func(f *fakegitlab.Server, env map[string]string) { env["CI_JOB_TOKEN"] = "expired" },
 			errHas: []string{"HTTP 401", `"401 Unauthorized"`, "CI_JOB_TOKEN", "valid only while its job runs", "nothing was uploaded"},
 		},
 		{
 			name:   "403 package registry disabled",
-			setup:  func(f *fakeGitLab, env map[string]string) { f.registryEnabled = false },
+			setup:  func(f *fakegitlab.Server, env map[string]string) { f.RegistryEnabled = false },
 			errHas: []string{"HTTP 403", "enable the package registry", "Developer role", "nothing was uploaded"},
 		},
 		{
 			name:   "404 unknown project",
-			setup:  func(f *fakeGitLab, env map[string]string) { env["CI_PROJECT_ID"] = "999" },
+			setup:  func(f *fakegitlab.Server, env map[string]string) { env["CI_PROJECT_ID"] = "999" },
 			errHas: []string{"HTTP 404", `"404 Project Not Found"`, "check CI_PROJECT_ID and CI_API_V4_URL"},
 		},
 		{
 			name:    "409 conflict on the provenance",
-			setup:   func(f *fakeGitLab, env map[string]string) { f.conflictOn = "provenance.intoto.jsonl" },
+			setup:   func(f *fakegitlab.Server, env map[string]string) { f.ConflictOn = "provenance.intoto.jsonl" },
 			errHas:  []string{"HTTP 409", "already exists", "SIGNET_GITLAB_PACKAGE_VERSION", "already uploaded: app.tar.gz.sig, app.sbom.json.sig"},
 			uploads: 2,
 		},
 		{
 			name: "400 duplicate package not allowed",
-			setup: func(f *fakeGitLab, env map[string]string) {
-				f.allowDuplicates = false
-				f.files["signet/"+sha+"/app.tar.gz.sig"] = []byte("old")
+			setup: func(f *fakegitlab.Server, env map[string]string) {
+				f.AllowDuplicates = false
+				f.Files["signet/"+sha+"/app.tar.gz.sig"] = []byte("old")
 			},
 			errHas:  []string{"HTTP 400", "Duplicate package is not allowed", "forbids duplicate", "new version"},
 			uploads: 1,
@@ -171,9 +185,9 @@ func TestPublishErrors(t *testing.T) {
 		{
 			name: "403 may not edit releases",
 			tag:  "v1.0.0",
-			setup: func(f *fakeGitLab, env map[string]string) {
-				f.releases["v1.0.0"] = nil
-				f.canRelease = false
+			setup: func(f *fakegitlab.Server, env map[string]string) {
+				f.Releases["v1.0.0"] = nil
+				f.CanRelease = false
 			},
 			errHas:  []string{"HTTP 403", "may not edit releases", "Maintainer for protected tags"},
 			uploads: 4,
@@ -181,30 +195,30 @@ func TestPublishErrors(t *testing.T) {
 		{
 			name: "400 release link already taken",
 			tag:  "v1.0.0",
-			setup: func(f *fakeGitLab, env map[string]string) {
-				f.releases["v1.0.0"] = []map[string]any{{"id": 99, "name": "app.tar.gz.sig", "url": "https://old"}}
+			setup: func(f *fakegitlab.Server, env map[string]string) {
+				f.Releases["v1.0.0"] = []map[string]any{{"id": 99, "name": "app.tar.gz.sig", "url": "https://old"}}
 			},
 			errHas:  []string{"HTTP 400", "has already been taken", "already has a link"},
 			uploads: 4,
 		},
 		{
 			name:   "missing CI_JOB_TOKEN",
-			setup:  func(f *fakeGitLab, env map[string]string) { delete(env, "CI_JOB_TOKEN") },
+			setup:  func(f *fakegitlab.Server, env map[string]string) { delete(env, "CI_JOB_TOKEN") },
 			errHas: []string{"CI_JOB_TOKEN not set"},
 		},
 		{
 			name:   "bad package version",
-			setup:  func(f *fakeGitLab, env map[string]string) { env["SIGNET_GITLAB_PACKAGE_VERSION"] = "1.0 beta" },
+			setup:  func(f *fakegitlab.Server, env map[string]string) { env["SIGNET_GITLAB_PACKAGE_VERSION"] = "1.0 beta" },
 			errHas: []string{`package version "1.0 beta" is not valid`},
 		},
 		{
 			name:   "bad publish flag",
-			setup:  func(f *fakeGitLab, env map[string]string) { env["SIGNET_GITLAB_PUBLISH"] = "maybe" },
+			setup:  func(f *fakegitlab.Server, env map[string]string) { env["SIGNET_GITLAB_PUBLISH"] = "maybe" },
 			errHas: []string{`SIGNET_GITLAB_PUBLISH="maybe" is not a boolean`},
 		},
 		{
 			name:   "GitLab unreachable",
-			setup:  func(f *fakeGitLab, env map[string]string) { env["CI_API_V4_URL"] = "http://127.0.0.1:1/api/v4" },
+			setup:  func(f *fakegitlab.Server, env map[string]string) { env["CI_API_V4_URL"] = "http://127.0.0.1:1/api/v4" },
 			errHas: []string{"could not reach GitLab", "nothing was uploaded"},
 		},
 	}
@@ -225,7 +239,7 @@ func TestPublishErrors(t *testing.T) {
 					t.Errorf("error %q\nlacks %q", err, s)
 				}
 			}
-			files, _, _ := f.snapshot()
+			files, _, _ := f.Snapshot()
 			if len(files) != tc.uploads {
 				t.Errorf("%d package files after the failure, want %d", len(files), tc.uploads)
 			}
@@ -253,7 +267,7 @@ func TestPublishChecksFilesFirst(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 				t.Fatalf("err = %v, want %q", err, tc.errHas)
 			}
-			if _, _, reqs := f.snapshot(); len(reqs) != 0 {
+			if _, _, reqs := f.Snapshot(); len(reqs) != 0 {
 				t.Errorf("requests were made before the check failed: %v", reqs)
 			}
 		})
@@ -266,7 +280,7 @@ func TestPublishChecksFilesFirst(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "signer.pub") {
 			t.Fatalf("err = %v, want it to name signer.pub", err)
 		}
-		if _, _, reqs := f.snapshot(); len(reqs) != 0 {
+		if _, _, reqs := f.Snapshot(); len(reqs) != 0 {
 			t.Errorf("requests were made: %v", reqs)
 		}
 	})

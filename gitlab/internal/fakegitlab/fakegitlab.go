@@ -1,4 +1,7 @@
-package gitlab
+// Package fakegitlab is an in-memory GitLab REST API for tests: the generic
+// package registry upload and release asset links, following GitLab's
+// documented endpoints, authentication and error bodies. Nothing else.
+package fakegitlab
 
 import (
 	"encoding/json"
@@ -9,10 +12,9 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"testing"
 )
 
-// fakeGitLab serves the two REST endpoints Publish uses, as documented:
+// Server serves the two REST endpoints Publish uses, as documented:
 //
 //	PUT  /api/v4/projects/:id/packages/generic/:package_name/:package_version/:file_name
 //	     (docs/user/packages/generic_packages; lib/api/generic_packages.rb)
@@ -23,57 +25,75 @@ import (
 // {"message":"401 Unauthorized"}, {"message":"403 Forbidden"},
 // {"message":"404 Project Not Found"}, {"message":"400 Bad request - Duplicate
 // package is not allowed"}, Grape validation errors {"error":"name is missing"}.
-type fakeGitLab struct {
-	t   *testing.T
+type Server struct {
 	srv *httptest.Server
 
-	mu              sync.Mutex
-	projectID       string
-	projectPath     string
-	jobToken        string
-	registryEnabled bool
-	canRelease      bool
-	allowDuplicates bool
-	conflictOn      string // file name whose upload answers 409
-	files           map[string][]byte
-	releases        map[string][]map[string]any
-	requests        []string // "METHOD path"
-	nextLinkID      int
+	mu sync.Mutex
+	// ProjectID and ProjectPath name the one project (either works as :id).
+	ProjectID, ProjectPath string
+	// JobToken is the CI_JOB_TOKEN the server accepts in the JOB-TOKEN header.
+	JobToken string
+	// RegistryEnabled false answers uploads 403 (package registry disabled).
+	RegistryEnabled bool
+	// CanRelease false answers release link creation 403.
+	CanRelease bool
+	// AllowDuplicates false answers an upload of an existing file 400.
+	AllowDuplicates bool
+	// ConflictOn is a file name whose upload answers 409.
+	ConflictOn string
+	// Files are the uploaded package files by "name/version/file".
+	Files map[string][]byte
+	// Releases are the existing releases by tag, with their links.
+	Releases map[string][]map[string]any
+	// Requests lists "METHOD escaped-path" of every request.
+	Requests []string
+	// Violations lists requests that broke the API contract (e.g. a
+	// PRIVATE-TOKEN sent by a CI job).
+	Violations []string
+	nextLinkID int
 }
 
-func newFakeGitLab(t *testing.T) *fakeGitLab {
-	f := &fakeGitLab{
-		t: t, projectID: "100", projectPath: parentPath, jobToken: "job-token-secret",
-		registryEnabled: true, canRelease: true, allowDuplicates: true,
-		files: map[string][]byte{}, releases: map[string][]map[string]any{}, nextLinkID: 1,
+// Start serves the fake on a loopback port until Close.
+func Start(projectID, projectPath, jobToken string) *Server {
+	f := &Server{
+		ProjectID: projectID, ProjectPath: projectPath, JobToken: jobToken,
+		RegistryEnabled: true, CanRelease: true, AllowDuplicates: true,
+		Files: map[string][]byte{}, Releases: map[string][]map[string]any{}, nextLinkID: 1,
 	}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
 	return f
 }
 
-func (f *fakeGitLab) apiURL() string { return f.srv.URL + "/api/v4" }
+// Close stops the server.
+func (f *Server) Close() { f.srv.Close() }
 
-func (f *fakeGitLab) reply(w http.ResponseWriter, status int, body any) {
+// APIURL is the CI_API_V4_URL of the fake.
+func (f *Server) APIURL() string { return f.srv.URL + "/api/v4" }
+
+// Lock and Unlock guard the exported fields while the server runs.
+func (f *Server) Lock()   { f.mu.Lock() }
+func (f *Server) Unlock() { f.mu.Unlock() }
+
+func (f *Server) reply(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-func (f *fakeGitLab) serve(w http.ResponseWriter, r *http.Request) {
+func (f *Server) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	raw := r.URL.EscapedPath()
-	f.requests = append(f.requests, r.Method+" "+raw)
+	f.Requests = append(f.Requests, r.Method+" "+raw)
 
 	if r.Header.Get("PRIVATE-TOKEN") != "" || r.Header.Get("Authorization") != "" {
-		f.t.Errorf("%s %s: sent a personal token; CI jobs authenticate with JOB-TOKEN", r.Method, raw)
+		f.Violations = append(f.Violations, r.Method+" "+raw+": sent a personal token; CI jobs authenticate with JOB-TOKEN")
 	}
 	parts := strings.Split(strings.TrimPrefix(raw, "/api/v4/"), "/")
 	unesc := func(s string) string {
 		u, err := url.PathUnescape(s)
 		if err != nil {
-			f.t.Errorf("bad escaping %q", s)
+			f.Violations = append(f.Violations, "bad escaping "+s)
 		}
 		return u
 	}
@@ -82,17 +102,17 @@ func (f *fakeGitLab) serve(w http.ResponseWriter, r *http.Request) {
 		if !f.authorized(w, r) || !f.project(w, unesc(parts[1])) {
 			return
 		}
-		if !f.registryEnabled {
+		if !f.RegistryEnabled {
 			f.reply(w, http.StatusForbidden, map[string]any{"message": "403 Forbidden"})
 			return
 		}
 		name, version, file := unesc(parts[4]), unesc(parts[5]), unesc(parts[6])
 		key := name + "/" + version + "/" + file
-		if file == f.conflictOn {
+		if file == f.ConflictOn {
 			f.reply(w, http.StatusConflict, map[string]any{"message": "409 Conflict: package file " + file + " is being processed"})
 			return
 		}
-		if _, exists := f.files[key]; exists && !f.allowDuplicates {
+		if _, exists := f.Files[key]; exists && !f.AllowDuplicates {
 			f.reply(w, http.StatusBadRequest, map[string]any{"message": "400 Bad request - Duplicate package is not allowed"})
 			return
 		}
@@ -101,7 +121,7 @@ func (f *fakeGitLab) serve(w http.ResponseWriter, r *http.Request) {
 			f.reply(w, http.StatusBadRequest, map[string]any{"message": "400 Bad request - " + err.Error()})
 			return
 		}
-		f.files[key] = body
+		f.Files[key] = body
 		f.reply(w, http.StatusCreated, map[string]any{"message": "201 Created"})
 
 	case r.Method == http.MethodPost && len(parts) == 6 && parts[0] == "projects" && parts[2] == "releases" && parts[4] == "assets" && parts[5] == "links":
@@ -109,12 +129,12 @@ func (f *fakeGitLab) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		tag := unesc(parts[3])
-		links, ok := f.releases[tag]
+		links, ok := f.Releases[tag]
 		if !ok {
 			f.reply(w, http.StatusNotFound, map[string]any{"message": "404 Not found"})
 			return
 		}
-		if !f.canRelease {
+		if !f.CanRelease {
 			f.reply(w, http.StatusForbidden, map[string]any{"message": "403 Forbidden"})
 			return
 		}
@@ -147,7 +167,7 @@ func (f *fakeGitLab) serve(w http.ResponseWriter, r *http.Request) {
 		link := map[string]any{"id": f.nextLinkID, "name": in["name"], "url": in["url"], "link_type": lt,
 			"direct_asset_url": in["url"], "external": true}
 		f.nextLinkID++
-		f.releases[tag] = append(links, link)
+		f.Releases[tag] = append(links, link)
 		f.reply(w, http.StatusCreated, link)
 
 	default:
@@ -155,34 +175,35 @@ func (f *fakeGitLab) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (f *fakeGitLab) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if r.Header.Get("JOB-TOKEN") != f.jobToken {
+func (f *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if r.Header.Get("JOB-TOKEN") != f.JobToken {
 		f.reply(w, http.StatusUnauthorized, map[string]any{"message": "401 Unauthorized"})
 		return false
 	}
 	return true
 }
 
-func (f *fakeGitLab) project(w http.ResponseWriter, id string) bool {
-	if id != f.projectID && id != f.projectPath {
+func (f *Server) project(w http.ResponseWriter, id string) bool {
+	if id != f.ProjectID && id != f.ProjectPath {
 		f.reply(w, http.StatusNotFound, map[string]any{"message": "404 Project Not Found"})
 		return false
 	}
 	return true
 }
 
-func (f *fakeGitLab) snapshot() (files map[string][]byte, releases map[string][]map[string]any, requests []string) {
+// Snapshot copies the server's state.
+func (f *Server) Snapshot() (files map[string][]byte, releases map[string][]map[string]any, requests []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	files = map[string][]byte{}
-	for k, v := range f.files {
+	for k, v := range f.Files {
 		files[k] = v
 	}
 	releases = map[string][]map[string]any{}
-	for k, v := range f.releases {
+	for k, v := range f.Releases {
 		releases[k] = append([]map[string]any(nil), v...)
 	}
-	return files, releases, append([]string(nil), f.requests...)
+	return files, releases, append([]string(nil), f.Requests...)
 }
 
-func (f *fakeGitLab) String() string { return fmt.Sprintf("fake GitLab at %s", f.srv.URL) }
+func (f *Server) String() string { return fmt.Sprintf("fake GitLab at %s", f.srv.URL) }
