@@ -129,7 +129,7 @@ func (p *Platform) paramsFromClaims(server string, c map[string]any) (ext, inter
 	} {
 		set(g, k, claimString(c, k))
 	}
-	return ext, map[string]any{"gitlab": g}
+	return ext, map[string]any{"job": g}
 }
 
 // paramsFromEnv fills the same fields from CI_* variables. In a merge-request
@@ -181,7 +181,7 @@ func (p *Platform) paramsFromEnv(server string) (ext, internal map[string]any) {
 	set(g, "ref_protected", p.get("CI_COMMIT_REF_PROTECTED"))
 	set(g, "runner_id", p.get("CI_RUNNER_ID"))
 	set(g, "project_visibility", p.get("CI_PROJECT_VISIBILITY"))
-	return ext, map[string]any{"gitlab": g}
+	return ext, map[string]any{"job": g}
 }
 
 // qualifyRef turns GitLab's ref_type + ref into a fully qualified git ref.

@@ -199,8 +199,8 @@ func TestBuildContext(t *testing.T) {
 		name     string
 		env      map[string]string
 		ext      map[string]string // dotted path -> value in ExternalParameters
-		internal map[string]string // key -> value in InternalParameters["gitlab"]
-		absent   []string          // keys that must not be in InternalParameters["gitlab"]
+		internal map[string]string // key -> value in InternalParameters["job"]
+		absent   []string          // keys that must not be in InternalParameters["job"]
 		asserted map[string]string
 	}{
 		{
@@ -267,15 +267,15 @@ func TestBuildContext(t *testing.T) {
 					t.Errorf("externalParameters.%s = %q, want %q", path, got, want)
 				}
 			}
-			g, _ := bc.InternalParameters["gitlab"].(map[string]any)
+			g, _ := bc.InternalParameters["job"].(map[string]any)
 			for k, want := range tc.internal {
 				if got, _ := g[k].(string); got != want {
-					t.Errorf("internalParameters.gitlab.%s = %q, want %q", k, got, want)
+					t.Errorf("internalParameters.job.%s = %q, want %q", k, got, want)
 				}
 			}
 			for _, k := range tc.absent {
 				if v, ok := g[k]; ok {
-					t.Errorf("internalParameters.gitlab.%s = %v, want absent", k, v)
+					t.Errorf("internalParameters.job.%s = %v, want absent", k, v)
 				}
 			}
 			for k, want := range tc.asserted {
@@ -352,4 +352,43 @@ func lookup(m map[string]any, path string) string {
 	}
 	s, _ := cur.(string)
 	return s
+}
+
+// TestStatementCarriesGitLabParameters builds the statement core signs from
+// this adapter's build context: the adapter's parameters must survive next to
+// core's token-derived internalParameters.gitlab.
+func TestStatementCarriesGitLabParameters(t *testing.T) {
+	claims := pushClaims()
+	env := baseEnv()
+	env["SIGNET_ID_TOKEN"] = jwtFor(t, claims)
+	bc, err := New(mapEnv(env)).BuildContext(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := core.IdentityFromClaims("gitlab", "", claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := core.BuildStatement([]core.Subject{{Name: "app.tar.gz", Digest: map[string]string{"sha256": strings.Repeat("ab", 32)}}}, id, bc)
+	if err != nil {
+		t.Fatalf("BuildStatement: %v", err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"predicate.buildDefinition.buildType":                                 BuildType,
+		"predicate.buildDefinition.externalParameters.source.repository":      srv + "/" + parentPath,
+		"predicate.buildDefinition.externalParameters.buildAsserted.job_name": "sign",
+		"predicate.buildDefinition.internalParameters.job.job_id":             "900",
+		"predicate.buildDefinition.internalParameters.job.ci_config_sha":      configSHA,
+		"predicate.buildDefinition.internalParameters.gitlab.project_id":      "100",
+		"predicate.runDetails.builder.id":                                     "https://gitlab.example.com/acme/app//.gitlab-ci.yml@refs/heads/main",
+		"predicate.runDetails.metadata.invocationId":                          srv + "/acme/app/-/jobs/900",
+	} {
+		if got := lookup(st, path); got != want {
+			t.Errorf("%s = %q, want %q", path, got, want)
+		}
+	}
 }
