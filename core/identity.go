@@ -220,7 +220,12 @@ func (id Identity) Diff(other Identity) error {
 	for _, k := range sortedKeys(id.ImmutableIDs, other.ImmutableIDs) {
 		a, aok := id.ImmutableIDs[k]
 		b, bok := other.ImmutableIDs[k]
-		if a != b || aok != bok {
+		switch {
+		case !aok:
+			return fmt.Errorf("%s: token has none, statement says %q", k, b)
+		case !bok:
+			return fmt.Errorf("%s: token says %q, statement has none", k, a)
+		case a != b:
 			return fmt.Errorf("%s: token says %q, statement says %q", k, a, b)
 		}
 	}
