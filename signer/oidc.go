@@ -350,9 +350,15 @@ func (is *issuer) key(ctx context.Context, kid string, now time.Time) (*jose.JSO
 	if k := is.lookup(kid); k != nil && now.Sub(is.fetchedAt) < time.Hour {
 		return k, nil
 	}
-	// Refresh: always when we have nothing; otherwise at most once per minGap.
-	if is.keys == nil || now.Sub(is.lastTry) >= is.minGap {
-		is.lastTry = now
+	// Fetch when we have nothing or the set is over an hour old; refresh for
+	// an unknown kid at most once per minGap (a flood of forged kids must
+	// not turn into a flood of JWKS requests).
+	stale := is.keys == nil || now.Sub(is.fetchedAt) >= time.Hour
+	unknown := is.lookup(kid) == nil
+	if stale || (unknown && now.Sub(is.lastTry) >= is.minGap) {
+		if !stale {
+			is.lastTry = now
+		}
 		if err := is.fetch(ctx); err != nil {
 			if is.keys == nil {
 				return nil, &AuthError{Issuer: is.cfg.Name, Reason: fmt.Sprintf("cannot fetch the keys of issuer %s: %v", is.cfg.Name, err)}
