@@ -51,7 +51,7 @@ type SignOptions struct {
 	// Timeout is the one overall deadline for the run (default 10m).
 	Timeout time.Duration
 	// MaxStatementBytes splits the provenance into several statements when
-	// one would be larger (default 256 KiB, conservative for signer limits).
+	// one would be larger (default 1 MiB; the signer's default body limit is 4 MiB).
 	MaxStatementBytes int
 	// Client overrides the signer client (tests); otherwise built from the above.
 	ClientOptions ClientOptions
@@ -211,28 +211,17 @@ func Sign(ctx context.Context, o SignOptions) (*Result, error) {
 		for i, d := range digests {
 			subjects[i] = Subject{Name: d.Name, Digest: map[string]string{string(SHA256): d.Hex()}}
 		}
-		stmts, err := BuildStatements(subjects, id, bc, o.MaxStatementBytes)
+		chunks, err := buildStatementChunks(subjects, id, bc, o.MaxStatementBytes)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("requesting attestation", "statements", len(stmts), "subjects", len(subjects))
-		var envs []Envelope
-		for i, st := range stmts {
-			ar, err := client.Attest(ctx, o.Key, st)
-			if err != nil {
-				return nil, fmt.Errorf("statement %d of %d: %w", i+1, len(stmts), err)
-			}
-			payload, err := VerifyEnvelope(&ar.Envelope, vk.Public)
-			if err != nil {
-				return nil, fmt.Errorf("signer returned an envelope that does not verify with key %q: %w", o.Key, err)
-			}
-			if !bytes.Equal(payload, st) {
-				return nil, fmt.Errorf("signer returned an envelope whose payload differs from the statement sent")
-			}
-			if ar.Audit.Seq > res.AuditSeq {
-				res.AuditSeq = ar.Audit.Seq
-			}
-			envs = append(envs, ar.Envelope)
+		log.Info("requesting attestation", "statements", len(chunks), "subjects", len(subjects))
+		envs, seq, err := attestAll(ctx, client, o.Key, vk, chunks, id, bc, log)
+		if err != nil {
+			return nil, err
+		}
+		if seq > res.AuditSeq {
+			res.AuditSeq = seq
 		}
 		data, err := EnvelopesJSONL(envs)
 		if err != nil {
@@ -337,12 +326,30 @@ func UnverifiedClaims(token string) (map[string]any, error) {
 }
 
 // BuildStatements builds as many statements as needed so that none exceeds
-// maxBytes (default 256 KiB); each covers a contiguous run of subjects.
+// maxBytes (default 1 MiB, well below the signer's default 4 MiB body
+// limit); each covers a contiguous run of subjects.
 func BuildStatements(subjects []Subject, id Identity, bc *BuildContext, maxBytes int) ([][]byte, error) {
+	chunks, err := buildStatementChunks(subjects, id, bc, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(chunks))
+	for i, c := range chunks {
+		out[i] = c.statement
+	}
+	return out, nil
+}
+
+type statementChunk struct {
+	subjects  []Subject
+	statement []byte
+}
+
+func buildStatementChunks(subjects []Subject, id Identity, bc *BuildContext, maxBytes int) ([]statementChunk, error) {
 	if maxBytes <= 0 {
 		maxBytes = defaultStatementSize
 	}
-	var out [][]byte
+	var out []statementChunk
 	var build func(s []Subject) error
 	build = func(s []Subject) error {
 		st, err := BuildStatement(s, id, bc)
@@ -350,7 +357,7 @@ func BuildStatements(subjects []Subject, id Identity, bc *BuildContext, maxBytes
 			return err
 		}
 		if len(st) <= maxBytes {
-			out = append(out, st)
+			out = append(out, statementChunk{subjects: s, statement: st})
 			return nil
 		}
 		if len(s) == 1 {
@@ -373,4 +380,47 @@ func BuildStatements(subjects []Subject, id Identity, bc *BuildContext, maxBytes
 		return nil, err
 	}
 	return out, nil
+}
+
+// attestAll gets one envelope per statement chunk. When the signer answers
+// 413 (body too large), the chunk is split in two and retried.
+func attestAll(ctx context.Context, client *Client, key string, vk *VerificationKey, chunks []statementChunk, id Identity, bc *BuildContext, log *slog.Logger) ([]Envelope, uint64, error) {
+	var envs []Envelope
+	var seq uint64
+	for i := 0; i < len(chunks); i++ {
+		c := chunks[i]
+		ar, err := client.Attest(ctx, key, c.statement)
+		var he *HTTPError
+		if errors.As(err, &he) && he.Status == 413 && len(c.subjects) > 1 {
+			half := len(c.subjects) / 2
+			log.Info("signer refused the statement as too large; splitting", "subjects", len(c.subjects))
+			parts, err := buildStatementChunks(c.subjects[:half], id, bc, len(c.statement))
+			if err != nil {
+				return nil, 0, err
+			}
+			rest, err := buildStatementChunks(c.subjects[half:], id, bc, len(c.statement))
+			if err != nil {
+				return nil, 0, err
+			}
+			repl := append(append(parts, rest...), chunks[i+1:]...)
+			chunks = append(chunks[:i], repl...)
+			i--
+			continue
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("statement %d of %d: %w", i+1, len(chunks), err)
+		}
+		payload, err := VerifyEnvelope(&ar.Envelope, vk.Public)
+		if err != nil {
+			return nil, 0, fmt.Errorf("signer returned an envelope that does not verify with key %q: %w", key, err)
+		}
+		if !bytes.Equal(payload, c.statement) {
+			return nil, 0, errors.New("signer returned an envelope whose payload differs from the statement sent")
+		}
+		if ar.Audit.Seq > seq {
+			seq = ar.Audit.Seq
+		}
+		envs = append(envs, ar.Envelope)
+	}
+	return envs, seq, nil
 }

@@ -20,6 +20,7 @@ import (
 // In-toto and SLSA type URIs.
 const (
 	StatementTypeV1      = ita1.StatementTypeUri // https://in-toto.io/Statement/v1
+	StatementTypeV01     = "https://in-toto.io/Statement/v0.1" // cosign attest-blob still writes it
 	PredicateSLSAProv1   = "https://slsa.dev/provenance/v1"
 	BuildTypeGitHub      = "https://actions.github.io/buildtypes/workflow/v1"
 	BuildTypeGitLab      = "https://signet.dev/buildtypes/gitlab-ci/v1"
@@ -31,7 +32,7 @@ const (
 	internalRunnerEnv    = "runner_environment"
 	internalEventName    = "event_name"
 	internalPipelineSrc  = "pipeline_source"
-	defaultStatementSize = 256 << 10
+	defaultStatementSize = 1 << 20
 )
 
 // Subject is one artifact of a statement: its stable name and digests
@@ -268,7 +269,7 @@ func ParseStatement(stmtJSON []byte) (*ParsedStatement, error) {
 	if err := protojson.Unmarshal(stmtJSON, st); err != nil {
 		return nil, fmt.Errorf("statement is not a valid in-toto statement: %w", err)
 	}
-	if st.GetType() != StatementTypeV1 {
+	if st.GetType() != StatementTypeV1 && st.GetType() != StatementTypeV01 {
 		return nil, fmt.Errorf("statement _type is %q, want %q", st.GetType(), StatementTypeV1)
 	}
 	if err := st.Validate(); err != nil {
@@ -311,8 +312,12 @@ func IdentityFromStatement(stmtJSON []byte) (Identity, error) {
 	return ps.Identity()
 }
 
-// Identity reads the identity fields of a parsed statement.
+// Identity reads the identity fields of a parsed statement. Only Statement
+// v1 (what BuildStatement writes) carries them.
 func (ps *ParsedStatement) Identity() (Identity, error) {
+	if t := ps.Statement.GetType(); t != StatementTypeV1 {
+		return Identity{}, fmt.Errorf("statement _type is %q: identity fields are only read from %q statements", t, StatementTypeV1)
+	}
 	p := ps.Provenance
 	var id Identity
 	id.BuilderID = p.GetRunDetails().GetBuilder().GetId()

@@ -139,26 +139,48 @@ func Verify(ctx context.Context, o VerifyOptions) ([]VerifiedArtifact, error) {
 		if sigPath == "" {
 			sigPath = a + ".sig"
 		}
-		_, statErr := os.Stat(sigPath)
-		switch {
-		case statErr == nil:
+		// The signature and the provenance are both evaluated first, so the
+		// failure can say what changed: the artifact (both disagree), the
+		// .sig (provenance vouches for the artifact), or the provenance
+		// subject (the .sig vouches for the artifact).
+		var sigErr error
+		haveSig := false
+		if _, statErr := os.Stat(sigPath); statErr == nil {
 			sig, err := ReadSigFile(sigPath)
 			if err != nil {
 				return out, verr(CheckSignature, a, "%v", err)
 			}
-			if err := VerifyDigest(vk.Public, digest, sig); err != nil {
-				return out, verr(CheckSignature, a, "%s does not verify the artifact's SHA-256 %s with the given key (artifact or signature changed, or another key signed it): %v", sigPath, va.SHA256, err)
-			}
-			va.Checks = append(va.Checks, CheckSignature)
-		case o.SignaturePath != "" || o.RequireSignature || o.ProvenancePath == "":
+			haveSig = true
+			sigErr = VerifyDigest(vk.Public, digest, sig)
+		} else if o.SignaturePath != "" || o.RequireSignature || o.ProvenancePath == "" {
 			return out, verr(CheckSignature, a, "signature file %s: %v", sigPath, statErr)
+		}
+		var ps *ParsedStatement
+		var subjErr error
+		if o.ProvenancePath != "" {
+			ps, subjErr = findSubject(stmts, a, va.SHA256)
+		}
+		switch {
+		case haveSig && sigErr != nil && o.ProvenancePath != "" && subjErr != nil:
+			return out, verr(CheckArtifact, a, "the artifact changed after signing: its SHA-256 %s matches neither %s nor the provenance (%v)", va.SHA256, sigPath, errors.Unwrap(subjErr))
+		case haveSig && sigErr != nil && o.ProvenancePath != "":
+			return out, verr(CheckSignature, a, "%s does not verify with the given key although the provenance vouches for the artifact's SHA-256 %s: the signature file is corrupted or made by another key: %v", sigPath, va.SHA256, sigErr)
+		case haveSig && sigErr != nil:
+			return out, verr(CheckSignature, a, "%s does not verify the artifact's SHA-256 %s with the given key (artifact or signature changed, or another key signed it): %v", sigPath, va.SHA256, sigErr)
+		case subjErr != nil && haveSig:
+			var ve *VerifyError
+			if errors.As(subjErr, &ve) {
+				ve.Err = fmt.Errorf("%w; the .sig verifies the artifact, so the provenance was made for different content", ve.Err)
+			}
+			return out, subjErr
+		case subjErr != nil:
+			return out, subjErr
+		}
+		if haveSig {
+			va.Checks = append(va.Checks, CheckSignature)
 		}
 
 		if o.ProvenancePath != "" {
-			ps, err := findSubject(stmts, a, va.SHA256)
-			if err != nil {
-				return out, err
-			}
 			va.Checks = append(va.Checks, CheckProvenanceSig, CheckSubjectDigest)
 			if expectations {
 				id, err := ps.Identity()
