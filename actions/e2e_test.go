@@ -1,0 +1,658 @@
+package actions_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/signet-ci/signet/testbench"
+)
+
+// The end-to-end test runs the repository's real action.yml under act
+// (https://github.com/nektos/act) on this host, without Docker and without
+// network: `-P ubuntu-latest=-self-hosted`, `--action-offline-mode`,
+// `--pull=false`, a workflow of only actions/checkout (which act replaces by a
+// copy of the local tree), `uses: ./` and `run:` steps. The job's token comes
+// from the testbench's GitHub token endpoint (bearer checked, audience
+// honoured), the signer is the real signetd on SoftHSM2, and the results are
+// verified with `signet verify` and cosign.
+
+const (
+	repoURL    = "https://github.com/" + testbench.GitHubRepository
+	releaseKey = "release" // allows signet-ci/demo on refs/heads/main
+	lockedKey  = "tags-only"
+)
+
+// findTool looks name up on PATH, then in $(go env GOPATH)/bin; the test
+// fails (never skips) when it is missing.
+func findTool(t *testing.T, name, install string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	out, err := exec.Command("go", "env", "GOPATH").Output()
+	if err == nil {
+		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
+			p := filepath.Join(dir, "bin", name)
+			if st, err := os.Stat(p); err == nil && !st.IsDir() {
+				return p
+			}
+		}
+	}
+	t.Fatalf("%s not found on PATH nor in $(go env GOPATH)/bin: install it with `%s`", name, install)
+	return ""
+}
+
+type bench struct {
+	act, cosign string
+	bins        testbench.Binaries
+	ca          *testbench.CA
+	gh          *testbench.GitHubIssuer
+	signer      *testbench.Signer
+	pubKey      string // the release key's public key, from the HSM (what a verifier pins)
+	repo        string // git work tree: the action's source + the test workflows
+	headSHA     string
+	event       string
+	cacheRoot   string
+}
+
+func newBench(t *testing.T, ctx context.Context) *bench {
+	t.Helper()
+	b := &bench{
+		act:    findTool(t, "act", "go install github.com/nektos/act@v0.2.89"),
+		cosign: findTool(t, "cosign", "go install github.com/sigstore/cosign/v2/cmd/cosign@latest"),
+	}
+	dir := t.TempDir()
+	var err error
+	if b.bins, err = testbench.BuildBinaries(ctx, filepath.Join(dir, "bin")); err != nil {
+		t.Fatalf("build binaries: %v", err)
+	}
+	if b.ca, err = testbench.NewCA(filepath.Join(dir, "ca")); err != nil {
+		t.Fatal(err)
+	}
+	if b.gh, err = testbench.StartGitHubIssuer(ctx, b.ca, testbench.IssuerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.gh.Close() })
+	hsm, err := testbench.NewSoftHSM(ctx, filepath.Join(dir, "hsm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseURI, err := hsm.CreateKey(releaseKey, "ecdsa-p256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lockedURI, err := hsm.CreateKey(lockedKey, "ecdsa-p256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.pubKey = hsm.PublicKeyPath(releaseKey)
+	b.signer, err = testbench.StartSigner(ctx, testbench.SignerOptions{
+		Signetd: b.bins.Signetd,
+		Dir:     filepath.Join(dir, "signer"),
+		CA:      b.ca,
+		Env:     hsm.Env(),
+		Config: testbench.SignerConfig{
+			Audience: testbench.DefaultAudience,
+			Issuers:  []testbench.SignerIssuer{testbench.IssuerEntry("github", b.gh.Issuer)},
+			Keys: []testbench.SignerKey{
+				{Name: releaseKey, Purpose: "code", URI: releaseURI, Allow: []testbench.AllowRule{{
+					Issuer: "github", Claims: map[string]string{"repository_id": testbench.GitHubRepositoryID, "ref": "refs/heads/main"},
+				}}},
+				{Name: lockedKey, Purpose: "code", URI: lockedURI, Allow: []testbench.AllowRule{{
+					Issuer: "github", Claims: map[string]string{"repository_id": testbench.GitHubRepositoryID, "ref": "refs/tags/v*"},
+				}}},
+			},
+		},
+	})
+	if err != nil {
+		t.Fatalf("start signetd: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.signer.Stop(); err != nil {
+			t.Logf("stop signetd: %v", err)
+		}
+	})
+
+	b.repo = filepath.Join(dir, "repo")
+	b.cacheRoot = filepath.Join(dir, "act-cache")
+	b.headSHA = makeRepo(t, b.repo)
+	wf := testbench.GitHubRepository + "/.github/workflows/sign.yml@refs/heads/main"
+	b.gh.SetRequestClaims(map[string]any{
+		"sha": b.headSHA, "workflow_sha": b.headSHA, "job_workflow_sha": b.headSHA,
+		"workflow": "sign", "workflow_ref": wf, "job_workflow_ref": wf,
+	})
+	b.event = filepath.Join(dir, "event.json")
+	event := map[string]any{
+		"ref": "refs/heads/main", "after": b.headSHA,
+		"head_commit": map[string]any{"id": b.headSHA},
+		"repository":  map[string]any{"full_name": testbench.GitHubRepository, "name": testbench.GitHubRepo, "owner": map[string]any{"name": testbench.GitHubOwner}},
+		"sender":      map[string]any{"login": "octocat"},
+	}
+	eb, _ := json.Marshal(event)
+	if err := os.WriteFile(b.event, eb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// makeRepo builds a git work tree holding the module's source (so `uses: ./`
+// builds signet from it, as on a real runner) and the test workflows, with
+// origin github.com/signet-ci/demo so act reports that repository.
+func makeRepo(t *testing.T, repo string) string {
+	t.Helper()
+	root, err := testbench.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		if d.IsDir() {
+			if rel == ".git" || rel == ".github" {
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(repo, rel), 0o755)
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		return copyFile(path, filepath.Join(repo, rel))
+	})
+	if err != nil {
+		t.Fatalf("copy the module into the test repository: %v", err)
+	}
+	wfs, _ := filepath.Glob(filepath.Join(root, "actions", "testdata", "workflows", "*.yml"))
+	if len(wfs) == 0 {
+		t.Fatal("no workflows in actions/testdata/workflows")
+	}
+	for _, wf := range wfs {
+		if err := copyFile(wf, filepath.Join(repo, ".github", "workflows", filepath.Base(wf))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	git := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-c", "user.name=Signet Test", "-c", "user.email=test@signet.test", "-c", "commit.gpgsign=false"}, args...)...)
+		cmd.Dir = repo
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q", "-b", "main")
+	git("remote", "add", "origin", repoURL+".git")
+	git("add", "-A")
+	git("commit", "-q", "-m", "test repository")
+	return git("rev-parse", "HEAD")
+}
+
+func copyFile(src, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, st.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// actRun is one act run: its combined log and the files the workflow's
+// collect step copied out.
+type actRun struct {
+	err     error
+	log     string
+	results string // RESULT_DIR
+}
+
+func (r *actRun) output(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(r.results, "outputs", name))
+	if err != nil {
+		t.Fatalf("the workflow did not record output %s (did the collect step run?): %v\nact log:\n%s", name, err, r.log)
+	}
+	return string(b)
+}
+
+// runAct runs workflow (a file of actions/testdata/workflows) under act.
+func (b *bench) runAct(t *testing.T, ctx context.Context, workflow string, env map[string]string, withToken bool) *actRun {
+	t.Helper()
+	results := t.TempDir()
+	vars := map[string]string{
+		"SIGNER_URL":                 b.signer.URL,
+		"SIGNER_AUDIENCE":            testbench.DefaultAudience,
+		"SIGNER_KEY":                 releaseKey,
+		"SIGNER_CA":                  b.ca.CAPath,
+		"RESULT_DIR":                 results,
+		"GITHUB_WORKFLOW_REF":        testbench.GitHubRepository + "/.github/workflows/" + workflow + "@refs/heads/main",
+		"GITHUB_WORKFLOW_SHA":        b.headSHA,
+		"GITHUB_REPOSITORY_ID":       testbench.GitHubRepositoryID,
+		"GITHUB_REPOSITORY_OWNER_ID": testbench.GitHubOwnerID,
+		// The runtime's token endpoint is TLS under the bench CA.
+		"SSL_CERT_FILE": b.ca.CAPath,
+		"GOFLAGS":       "-mod=mod",
+		"GOTOOLCHAIN":   "local",
+	}
+	if withToken {
+		vars["ACTIONS_ID_TOKEN_REQUEST_URL"] = b.gh.RequestURL
+		vars["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = b.gh.RequestToken
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	args := []string{"push",
+		"-W", filepath.Join(".github", "workflows", workflow),
+		"-P", "ubuntu-latest=-self-hosted",
+		"--action-offline-mode", "--pull=false", "--no-cache-server",
+		"--action-cache-path", filepath.Join(b.cacheRoot, strconv.FormatInt(time.Now().UnixNano(), 36)),
+		"-e", b.event,
+	}
+	for k, v := range vars {
+		args = append(args, "--env", k+"="+v)
+	}
+	cmd := exec.CommandContext(ctx, b.act, args...)
+	cmd.Dir = b.repo
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return &actRun{err: err, log: out.String(), results: results}
+}
+
+// summaryFromLog returns the job summary act printed for the run: the text
+// after "Summary - " up to the next act log line ("[workflow/job] ...").
+func summaryFromLog(log string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(log, "\n") {
+		if _, rest, ok := strings.Cut(line, "Summary - "); ok && !in {
+			in = true
+			b.WriteString(rest + "\n")
+			continue
+		}
+		if in {
+			if strings.HasPrefix(strings.TrimSpace(line), "[") {
+				break
+			}
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
+// annotations returns the `::error title=signet::` messages act printed.
+func annotations(log string) []string {
+	var out []string
+	for _, line := range strings.Split(log, "\n") {
+		if _, msg, ok := strings.Cut(line, "::error title=signet::"); ok {
+			out = append(out, strings.ReplaceAll(strings.ReplaceAll(msg, "%0A", "\n"), "%25", "%"))
+		}
+	}
+	return out
+}
+
+func run(t *testing.T, ctx context.Context, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, name, args...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestActionEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	b := newBench(t, ctx)
+
+	t.Run("signs and attests three artifacts", func(t *testing.T) {
+		before := b.gh.TokenRequests()
+		r := b.runAct(t, ctx, "sign.yml", nil, true)
+		if r.err != nil {
+			t.Fatalf("act run failed: %v\n%s", r.err, r.log)
+		}
+		if got := b.gh.TokenRequests() - before; got < 1 {
+			t.Errorf("the token endpoint was called %d times; the action must get its token there", got)
+		}
+		if regexp.MustCompile(`eyJ[A-Za-z0-9_-]{10,}\.eyJ`).MatchString(r.log) {
+			t.Errorf("a JWT appears unmasked in the job log")
+		}
+		if o := r.output(t, "OUTCOME"); o != "success" {
+			t.Fatalf("sign step outcome %q", o)
+		}
+		b.checkSuccess(t, ctx, r)
+	})
+
+	failures := []struct {
+		name, workflow string
+		env            map[string]string
+		withToken      bool
+		want           func(b *bench) []string // substrings of one annotation
+		tokenRequested bool
+	}{
+		{
+			name: "missing id-token permission", workflow: "missing-permission.yml", withToken: false,
+			want: func(*bench) []string { return []string{"this job lacks `permissions: id-token: write`"} },
+		},
+		{
+			name: "signer unreachable", workflow: "sign.yml", withToken: true, tokenRequested: true,
+			env:  map[string]string{"SIGNER_URL": "https://" + unusedAddr(t)},
+			want: func(*bench) []string { return []string{"127.0.0.1"} },
+		},
+		{
+			name: "policy refusal", workflow: "sign.yml", withToken: true, tokenRequested: true,
+			env: map[string]string{"SIGNER_KEY": lockedKey},
+			want: func(b *bench) []string {
+				return []string{"policy_denied", lastAuditReason(t, b.signer.AuditPath)}
+			},
+		},
+		{
+			name: "glob matching nothing", workflow: "no-match.yml", withToken: true,
+			want: func(*bench) []string { return []string{"dist/*.does-not-exist"} },
+		},
+	}
+	for _, tc := range failures {
+		t.Run(tc.name, func(t *testing.T) {
+			before := b.gh.TokenRequests()
+			r := b.runAct(t, ctx, tc.workflow, tc.env, tc.withToken)
+			if r.err == nil {
+				t.Fatalf("act run succeeded; want the sign step to fail\n%s", r.log)
+			}
+			if o := r.output(t, "OUTCOME"); o != "failure" {
+				t.Fatalf("sign step outcome %q, want failure\n%s", o, r.log)
+			}
+			for _, name := range []string{"SIGNATURES", "PROVENANCE", "DIGESTS", "AUDIT_SEQ", "PUBLIC_KEY"} {
+				if v := r.output(t, name); v != "" {
+					t.Errorf("output %s = %q after a failure; want no outputs", name, v)
+				}
+			}
+			// No partial outputs: nothing was written to the output dir.
+			if left := listFiles(t, filepath.Join(r.results, "signed")); len(left) > 0 {
+				t.Errorf("files left after a failure: %v", left)
+			}
+			if requested := b.gh.TokenRequests() > before; requested != tc.tokenRequested {
+				t.Errorf("token requested = %v, want %v", requested, tc.tokenRequested)
+			}
+			want := tc.want(b)
+			anns := annotations(r.log)
+			found := false
+			for _, a := range anns {
+				ok := true
+				for _, w := range want {
+					ok = ok && strings.Contains(a, w)
+				}
+				found = found || ok
+			}
+			if !found {
+				t.Errorf("no ::error annotation containing all of %q; annotations: %q\nact log:\n%s", want, anns, r.log)
+			}
+		})
+	}
+}
+
+// checkSuccess verifies what a successful run published.
+func (b *bench) checkSuccess(t *testing.T, ctx context.Context, r *actRun) {
+	t.Helper()
+	at := func(rel string) string { return filepath.Join(r.results, rel) }
+
+	var digests []struct{ Name, Path, SHA256, Signature string }
+	if err := json.Unmarshal([]byte(r.output(t, "DIGESTS")), &digests); err != nil {
+		t.Fatalf("digests output is not JSON: %v", err)
+	}
+	wantNames := []string{"dist/app-linux-amd64.tar.gz", "dist/app.cdx.json", "dist/firmware.bin"}
+	var gotNames []string
+	for _, d := range digests {
+		gotNames = append(gotNames, d.Name)
+	}
+	if strings.Join(gotNames, ",") != strings.Join(wantNames, ",") {
+		t.Fatalf("digests name %v, want %v", gotNames, wantNames)
+	}
+	sigs := strings.Split(r.output(t, "SIGNATURES"), "\n")
+	if len(sigs) != 3 {
+		t.Fatalf("signatures output has %d lines, want 3: %q", len(sigs), sigs)
+	}
+	prov := r.output(t, "PROVENANCE")
+	if prov != "signed/provenance.intoto.jsonl" {
+		t.Errorf("provenance output %q, want signed/provenance.intoto.jsonl (output-dir: signed)", prov)
+	}
+	seq, err := strconv.ParseUint(r.output(t, "AUDIT_SEQ"), 10, 64)
+	if err != nil || seq == 0 {
+		t.Errorf("audit-seq output %q is not a positive sequence number", r.output(t, "AUDIT_SEQ"))
+	}
+	if last := lastAuditSeq(t, b.signer.AuditPath); seq != last {
+		t.Errorf("audit-seq output %d, but the signer's last audit record is %d", seq, last)
+	}
+	pinned, err := os.ReadFile(b.pubKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	published, err := os.ReadFile(at(r.output(t, "PUBLIC_KEY")))
+	if err != nil {
+		t.Fatalf("public-key output: %v", err)
+	}
+	if !bytes.Contains(published, bytes.TrimSpace(pinned)) {
+		t.Errorf("public-key output %s is not the HSM key's public key", r.output(t, "PUBLIC_KEY"))
+	}
+	// act hands each step a fresh GITHUB_STEP_SUMMARY file and prints what
+	// the step wrote to it ("⚙  Summary - ...") when the step ends.
+	summary := summaryFromLog(r.log)
+	if !strings.Contains(string(summary), "| artifact | sha256 | signature file | key | audit sequence |") {
+		t.Errorf("summary lacks the table header:\n%s\nact log:\n%s", summary, r.log)
+	}
+
+	for i, d := range digests {
+		art := at(d.Name)
+		sum := sha256File(t, art)
+		if d.SHA256 != sum {
+			t.Errorf("%s: digests output sha256 %s, file has %s", d.Name, d.SHA256, sum)
+		}
+		if d.Signature != sigs[i] || d.Signature != "signed/"+d.Name+".sig" {
+			t.Errorf("%s: signature %q (signatures line %q), want signed/%s.sig", d.Name, d.Signature, sigs[i], d.Name)
+		}
+		row := fmt.Sprintf("| %s | `%s` | %s | %s", d.Name, sum, d.Signature, releaseKey)
+		if !strings.Contains(string(summary), row) || !strings.Contains(string(summary), fmt.Sprintf("| %d |", seq)) {
+			t.Errorf("summary lacks the row %q ... %d:\n%s", row, seq, summary)
+		}
+		sig := at(d.Signature)
+		// signet verify with the pinned key and the expected repository and ref.
+		if out, err := run(t, ctx, b.bins.Signet, "verify", "--public-key", b.pubKey, "--signature", sig,
+			"--provenance", at(prov), "--source-repo", repoURL, "--ref", "refs/heads/*", art); err != nil {
+			t.Errorf("signet verify %s: %v\n%s", d.Name, err, out)
+		}
+		// cosign, with the same pinned key.
+		if out, err := run(t, ctx, b.cosign, "verify-blob", "--key", b.pubKey, "--signature", sig,
+			"--insecure-ignore-tlog=true", art); err != nil {
+			t.Errorf("cosign verify-blob %s: %v\n%s", d.Name, err, out)
+		}
+		if out, err := run(t, ctx, b.cosign, "verify-blob-attestation", "--key", b.pubKey, "--signature", at(prov),
+			"--type", "slsaprovenance1", "--insecure-ignore-tlog=true", art); err != nil {
+			t.Errorf("cosign verify-blob-attestation %s: %v\n%s", d.Name, err, out)
+		}
+	}
+
+	// The verifiers must refuse what they should.
+	art0, sig0 := at(digests[0].Name), at(digests[0].Signature)
+	if out, err := run(t, ctx, b.bins.Signet, "verify", "--public-key", b.pubKey, "--signature", sig0,
+		"--provenance", at(prov), "--source-repo", "https://github.com/evil-org/demo", art0); err == nil {
+		t.Errorf("signet verify accepted the provenance for another repository:\n%s", out)
+	}
+	if out, err := run(t, ctx, b.cosign, "verify-blob", "--key", b.pubKey, "--signature", sig0,
+		"--insecure-ignore-tlog=true", at(digests[2].Name)); err == nil {
+		t.Errorf("cosign accepted %s's signature for %s:\n%s", digests[0].Name, digests[2].Name, out)
+	}
+
+	// The provenance says what GitHub's own attestation would.
+	b.checkProvenance(t, at(prov))
+}
+
+func (b *bench) checkProvenance(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	var env struct{ PayloadType, Payload string }
+	if err := json.Unmarshal(line, &env); err != nil {
+		t.Fatalf("provenance line is not a DSSE envelope: %v", err)
+	}
+	payload, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Subject   []struct{ Name string }
+		Predicate struct {
+			BuildDefinition struct {
+				BuildType          string
+				ExternalParameters struct {
+					Workflow struct{ Ref, Repository, Path string }
+				}
+				InternalParameters struct {
+					Github map[string]any
+				}
+				ResolvedDependencies []struct {
+					URI    string
+					Digest map[string]string
+				}
+			}
+			RunDetails struct {
+				Builder  struct{ ID string }
+				Metadata struct{ InvocationID string }
+			}
+		}
+	}
+	if err := json.Unmarshal(payload, &st); err != nil {
+		t.Fatalf("statement: %v", err)
+	}
+	bd, rd := st.Predicate.BuildDefinition, st.Predicate.RunDetails
+	checks := []struct{ field, got, want string }{
+		{"payloadType", env.PayloadType, "application/vnd.in-toto+json"},
+		{"buildType", bd.BuildType, "https://actions.github.io/buildtypes/workflow/v1"},
+		{"externalParameters.workflow.repository", bd.ExternalParameters.Workflow.Repository, repoURL},
+		{"externalParameters.workflow.path", bd.ExternalParameters.Workflow.Path, ".github/workflows/sign.yml"},
+		{"externalParameters.workflow.ref", bd.ExternalParameters.Workflow.Ref, "refs/heads/main"},
+		{"internalParameters.github.repository_id", fmt.Sprint(bd.InternalParameters.Github["repository_id"]), testbench.GitHubRepositoryID},
+		{"internalParameters.github.event_name", fmt.Sprint(bd.InternalParameters.Github["event_name"]), "push"},
+		{"runDetails.builder.id", rd.Builder.ID, testbench.GitHubServerURL + "/" + testbench.GitHubRepository + "/.github/workflows/sign.yml@refs/heads/main"},
+		{"runDetails.metadata.invocationId", rd.Metadata.InvocationID, repoURL + "/actions/runs/" + testbench.GitHubRunID + "/attempts/1"},
+	}
+	if len(bd.ResolvedDependencies) == 0 {
+		t.Fatal("no resolvedDependencies")
+	}
+	checks = append(checks,
+		struct{ field, got, want string }{"resolvedDependencies[0].uri", bd.ResolvedDependencies[0].URI, "git+" + repoURL + "@refs/heads/main"},
+		struct{ field, got, want string }{"resolvedDependencies[0].digest.gitCommit", bd.ResolvedDependencies[0].Digest["gitCommit"], b.headSHA})
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("provenance %s = %q, want %q", c.field, c.got, c.want)
+		}
+	}
+	if len(st.Subject) != 3 {
+		t.Errorf("statement has %d subjects, want 3", len(st.Subject))
+	}
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func listFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out
+}
+
+// auditRecords reads the signer's audit log (JSON lines).
+func auditRecords(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read audit log: %v", err)
+	}
+	var recs []map[string]any
+	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		recs = append(recs, m)
+	}
+	if len(recs) == 0 {
+		t.Fatal("audit log is empty")
+	}
+	return recs
+}
+
+func lastAuditSeq(t *testing.T, path string) uint64 {
+	recs := auditRecords(t, path)
+	seq, _ := recs[len(recs)-1]["seq"].(float64)
+	return uint64(seq)
+}
+
+// lastAuditReason is the reason of the signer's last (refusal) record: what
+// the annotation must carry.
+func lastAuditReason(t *testing.T, path string) string {
+	recs := auditRecords(t, path)
+	reason, _ := recs[len(recs)-1]["reason"].(string)
+	if reason == "" {
+		t.Fatalf("last audit record has no reason: %v", recs[len(recs)-1])
+	}
+	return reason
+}
+
+// unusedAddr is a loopback address nothing listens on.
+func unusedAddr(t *testing.T) string {
+	addr, err := testbench.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
