@@ -320,3 +320,11 @@ func readPub(t testing.TB, name string) any {
 func signerVerify(ts *testServer) (uint64, error) {
 	return signer.VerifyAuditLog(ts.cfg.Audit.Path)
 }
+
+func newServerErr(cfg *signer.Config) (*signer.Server, error) {
+	s, err := signer.New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil {
+		s.Close()
+	}
+	return s, err
+}
