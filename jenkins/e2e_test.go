@@ -278,9 +278,6 @@ func at(v any, path ...string) any {
 // signetd on SoftHSM2, directly and through the signetSign pipeline step;
 // outputs verify with signet and cosign; bad tokens and jobs are refused.
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Log("-short: the end-to-end test still runs; it builds signet and signetd")
-	}
 	e := setupE2E(t)
 
 	t.Run("signet sign in a Jenkins build", func(t *testing.T) {

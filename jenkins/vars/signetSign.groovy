@@ -15,37 +15,36 @@ def call(Map args = [:]) {
     Map o = signetSignOptions(args)
 
     // Where the Jenkins adapter of signet writes its results (SIGNET_OUTPUTS).
-    String tmp = env.WORKSPACE_TMP ?: "${env.WORKSPACE ?: '.'}@tmp"
-    String outputs = "${tmp}/signet-outputs-${UUID.randomUUID()}.json"
+    String tmp = env.WORKSPACE_TMP ?: ((env.WORKSPACE ?: '.') + '@tmp')
+    String outputs = tmp + '/signet-outputs-' + UUID.randomUUID() + '.json'
 
+    // Plain Strings (not GStrings) of NAME=value, as withEnv wants them.
     List<String> vars = [
-        "SIGNET_CLI=${o.signet}",
-        "SIGNET_SIGNER=${o.signerUrl}",
-        "SIGNET_AUDIENCE=${o.audience}",
-        "SIGNET_KEY=${o.key}",
-        "SIGNET_PROVENANCE=${o.provenance}",
-        "SIGNET_OUTPUTS=${outputs}",
+        'SIGNET_CLI=' + o.signet,
+        'SIGNET_SIGNER=' + o.signerUrl,
+        'SIGNET_AUDIENCE=' + o.audience,
+        'SIGNET_KEY=' + o.key,
+        'SIGNET_PROVENANCE=' + o.provenance,
+        'SIGNET_OUTPUTS=' + outputs,
     ]
     String cmd = '"$SIGNET_CLI" sign --platform jenkins --signer "$SIGNET_SIGNER" --audience "$SIGNET_AUDIENCE" --key "$SIGNET_KEY" --provenance="$SIGNET_PROVENANCE"'
     if (o.outputDir) {
-        vars << "SIGNET_OUTPUT_DIR=${o.outputDir}"
+        vars << 'SIGNET_OUTPUT_DIR=' + o.outputDir
         cmd += ' --output-dir "$SIGNET_OUTPUT_DIR"'
     }
     if (o.provenancePath) {
-        vars << "SIGNET_PROVENANCE_PATH=${o.provenancePath}"
+        vars << 'SIGNET_PROVENANCE_PATH=' + o.provenancePath
         cmd += ' --provenance-path "$SIGNET_PROVENANCE_PATH"'
     }
     if (o.caCert) {
-        vars << "SIGNET_CA_CERT=${o.caCert}"
+        vars << 'SIGNET_CA_CERT=' + o.caCert
         cmd += ' --ca-cert "$SIGNET_CA_CERT"'
     }
     cmd += ' --'
-    for (int i = 0; i < o.artifacts.size(); i++) {
-        vars << "SIGNET_ARTIFACT_${i + 1}=${o.artifacts[i]}"
-        cmd += " \"\$SIGNET_ARTIFACT_${i + 1}\""
+    for (int i = 1; i <= o.artifacts.size(); i++) {
+        vars << 'SIGNET_ARTIFACT_' + i + '=' + o.artifacts[i - 1]
+        cmd += ' "$SIGNET_ARTIFACT_' + i + '"'
     }
-    // Strings only: withEnv wants "NAME=value" Strings, not GStrings.
-    vars = vars.collect { it.toString() }
 
     def credential = o.credentialsType == 'file' ?
         file(credentialsId: o.credentialsId, variable: 'SIGNET_ID_TOKEN_FILE') :
