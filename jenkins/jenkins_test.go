@@ -451,3 +451,20 @@ func assertJSONEqual(t *testing.T, what string, got, want any) {
 		t.Errorf("%s:\n got %s\nwant %s", what, g, w)
 	}
 }
+
+// TestJobURLFor: the job URL Jenkins derives from a full name, with folders
+// and Util.rawEncode-style escaping (the plugin's FolderIssuerTest job
+// "at the top/middle/bottom/p").
+func TestJobURLFor(t *testing.T) {
+	tests := []struct{ root, name, want string }{
+		{"https://ci.example.com/", "app", "https://ci.example.com/job/app/"},
+		{"https://ci.example.com", "team/app", "https://ci.example.com/job/team/job/app/"},
+		{"https://ci.example.com/jenkins/", "at the top/middle/bottom/p", "https://ci.example.com/jenkins/job/at%20the%20top/job/middle/job/bottom/job/p/"},
+		{"https://ci.example.com/", "org/repo/feature%2Fx", "https://ci.example.com/job/org/job/repo/job/feature%252Fx/"},
+	}
+	for _, tt := range tests {
+		if got := jobURLFor(tt.root, tt.name); got != tt.want {
+			t.Errorf("jobURLFor(%q, %q) = %q, want %q", tt.root, tt.name, got, tt.want)
+		}
+	}
+}
