@@ -9,11 +9,14 @@ package actions
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"time"
 
@@ -111,13 +114,27 @@ func (p *platform) ReportError(ctx context.Context, err error) {
 			return
 		}
 	}
-	var apiErr *core.APIError
-	if errors.As(err, &apiErr) {
+	var (
+		apiErr   *core.APIError
+		usage    *core.UsageError
+		certErr  *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		transErr *url.Error
+	)
+	signer := p.getenv("SIGNET_SIGNER")
+	switch {
+	case errors.As(err, &apiErr):
 		p.annotate(fmt.Sprintf("the signer refused the request (%s): %s%s\n%s",
 			apiErr.Code, apiErr.Message, requestIDSuffix(apiErr.RequestID), hintFor(apiErr.Code)))
-		return
+	case errors.As(err, &certErr), errors.As(err, &unknown):
+		p.annotate(fmt.Sprintf("signing failed: %v\nThe signer's TLS certificate is not trusted: set the action's `ca-cert` input to the PEM root(s) of the signer's CA.", err))
+	case errors.As(err, &transErr):
+		p.annotate(fmt.Sprintf("signing failed: %v\nThe signer %s could not be reached (retried with backoff): check the action's `signer-url` input, that the signer is running, and that this runner can reach it.", err, signer))
+	case errors.As(err, &usage):
+		p.annotate(fmt.Sprintf("signing failed: %v\nCheck the action's inputs (`artifacts`: one existing path or matching glob per line; `signer-url`, `audience`, `key`).", err))
+	default:
+		p.annotate("signing failed: " + err.Error())
 	}
-	p.annotate("signing failed: " + err.Error())
 }
 
 func requestIDSuffix(id string) string {

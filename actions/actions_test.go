@@ -3,11 +3,14 @@ package actions
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -432,8 +435,25 @@ func TestReportError(t *testing.T) {
 		},
 		{
 			name: "other failure",
-			err:  errors.New("signer https://127.0.0.1:1 unreachable after 5 attempts"),
-			want: []string{"::error title=signet::signing failed: signer https://127.0.0.1:1 unreachable after 5 attempts"},
+			err:  errors.New("write signed/x.sig: disk full"),
+			want: []string{"::error title=signet::signing failed: write signed/x.sig: disk full"},
+		},
+		{
+			name: "unreachable signer names the input to check",
+			err: fmt.Errorf("look up key: signer unreachable: %w", &url.Error{Op: "Get", URL: "https://signer.example.com/v1/keys/release",
+				Err: errors.New("dial tcp: connection refused")}),
+			want: []string{"connection refused", "The signer https://signer.example.com could not be reached", "`signer-url`"},
+		},
+		{
+			name: "untrusted TLS certificate points at ca-cert",
+			err: fmt.Errorf("look up key: %w", &url.Error{Op: "Get", URL: "https://signer.example.com/v1/keys/release",
+				Err: &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}}),
+			want: []string{"not trusted", "`ca-cert`"},
+		},
+		{
+			name: "usage error points at the inputs",
+			err:  &core.UsageError{Msg: `glob "dist/*.zip" matches no files`},
+			want: []string{`glob "dist/*.zip" matches no files`, "`artifacts`"},
 		},
 		{
 			name: "multi-line message stays one annotation",
@@ -442,7 +462,7 @@ func TestReportError(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, out := testPlatform(nil)
+			p, out := testPlatform(map[string]string{"SIGNET_SIGNER": "https://signer.example.com"})
 			p.ReportError(context.Background(), tc.err)
 			for _, w := range tc.want {
 				if !strings.Contains(out.String(), w) {

@@ -357,6 +357,7 @@ func TestActionEndToEnd(t *testing.T) {
 		withToken      bool
 		want           func(b *bench) []string // substrings of one annotation
 		tokenRequested bool
+		minAttempts    int // failed signer requests the client must have logged (retries)
 	}{
 		{
 			name: "missing id-token permission", workflow: "missing-permission.yml", withToken: false,
@@ -364,8 +365,11 @@ func TestActionEndToEnd(t *testing.T) {
 		},
 		{
 			name: "signer unreachable", workflow: "sign.yml", withToken: true, tokenRequested: true,
-			env:  map[string]string{"SIGNER_URL": "https://" + unusedAddr(t)},
-			want: func(*bench) []string { return []string{"127.0.0.1"} },
+			env:         map[string]string{"SIGNER_URL": "https://" + unusedAddr(t)},
+			minAttempts: 3,
+			want: func(*bench) []string {
+				return []string{"signer unreachable", "127.0.0.1", "could not be reached", "`signer-url`"}
+			},
 		},
 		{
 			name: "policy refusal", workflow: "sign.yml", withToken: true, tokenRequested: true,
@@ -376,7 +380,7 @@ func TestActionEndToEnd(t *testing.T) {
 		},
 		{
 			name: "glob matching nothing", workflow: "no-match.yml", withToken: true,
-			want: func(*bench) []string { return []string{"dist/*.does-not-exist"} },
+			want: func(*bench) []string { return []string{`glob "dist/*.does-not-exist" matches no files`, "`artifacts`"} },
 		},
 	}
 	for _, tc := range failures {
@@ -410,6 +414,14 @@ func TestActionEndToEnd(t *testing.T) {
 					ok = ok && strings.Contains(a, w)
 				}
 				found = found || ok
+			}
+			// Retries are visible in the log: the signer client logs each
+			// failed attempt (go-retryablehttp's "request failed").
+			if n := strings.Count(r.log, `msg="request failed"`); n < tc.minAttempts {
+				t.Errorf("the signer client logged %d failed attempts, want at least %d (retries with backoff)", n, tc.minAttempts)
+			}
+			if os.Getenv("SIGNET_E2E_LOG") != "" {
+				t.Logf("annotations: %q\nlog:\n%s", anns, r.log)
 			}
 			if !found {
 				t.Errorf("no ::error annotation containing all of %q; annotations: %q\nact log:\n%s", want, anns, r.log)
