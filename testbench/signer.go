@@ -177,6 +177,8 @@ type SignerOptions struct {
 	Env []string
 	// ReadyTimeout bounds the wait for /readyz (default 30 s).
 	ReadyTimeout time.Duration
+	// Wrapper runs signetd under another program (e.g. strace ... --).
+	Wrapper []string
 }
 
 // Signer is a running signetd process.
@@ -260,7 +262,8 @@ func (s *Signer) start(ctx context.Context) error {
 		return fmt.Errorf("start signer: open log: %w", err)
 	}
 	// Not CommandContext: the process outlives the start call; Stop/Kill end it.
-	cmd := exec.Command(s.opts.Signetd, "serve", "--config", s.ConfigPath)
+	argv := append(append([]string{}, s.opts.Wrapper...), s.opts.Signetd, "serve", "--config", s.ConfigPath)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), s.opts.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = s.opts.Dir
