@@ -1,6 +1,7 @@
 package actions_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -10,12 +11,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -59,15 +62,18 @@ func findTool(t *testing.T, name, install string) string {
 
 type bench struct {
 	act, cosign string
-	bins        testbench.Binaries
-	ca          *testbench.CA
-	gh          *testbench.GitHubIssuer
-	signer      *testbench.Signer
-	pubKey      string // the release key's public key, from the HSM (what a verifier pins)
-	repo        string // git work tree: the action's source + the test workflows
-	headSHA     string
-	event       string
-	cacheRoot   string
+	// netGuard is the HTTP(S) proxy act and the job steps are given: any
+	// attempt to reach a non-loopback host lands there and is refused.
+	netGuard  *netGuard
+	bins      testbench.Binaries
+	ca        *testbench.CA
+	gh        *testbench.GitHubIssuer
+	signer    *testbench.Signer
+	pubKey    string // the release key's public key, from the HSM (what a verifier pins)
+	repo      string // git work tree: the action's source + the test workflows
+	headSHA   string
+	event     string
+	cacheRoot string
 }
 
 func newBench(t *testing.T, ctx context.Context) *bench {
@@ -77,6 +83,7 @@ func newBench(t *testing.T, ctx context.Context) *bench {
 		cosign: findTool(t, "cosign", "go install github.com/sigstore/cosign/v2/cmd/cosign@latest"),
 	}
 	dir := t.TempDir()
+	b.netGuard = startNetGuard(t)
 	var err error
 	if b.bins, err = testbench.BuildBinaries(ctx, filepath.Join(dir, "bin")); err != nil {
 		t.Fatalf("build binaries: %v", err)
@@ -260,8 +267,13 @@ func (b *bench) runAct(t *testing.T, ctx context.Context, workflow string, env m
 		"GITHUB_REPOSITORY_OWNER_ID": testbench.GitHubOwnerID,
 		// The runtime's token endpoint is TLS under the bench CA.
 		"SSL_CERT_FILE": b.ca.CAPath,
-		"GOFLAGS":       "-mod=mod",
-		"GOTOOLCHAIN":   "local",
+		// Offline: the action builds signet from the module cache only.
+		"GOFLAGS":     "-mod=mod",
+		"GOTOOLCHAIN": "local",
+		"GOPROXY":     "off",
+	}
+	for k, v := range b.netGuard.env() {
+		vars[k] = v
 	}
 	if withToken {
 		vars["ACTIONS_ID_TOKEN_REQUEST_URL"] = b.gh.RequestURL
@@ -282,11 +294,69 @@ func (b *bench) runAct(t *testing.T, ctx context.Context, workflow string, env m
 	}
 	cmd := exec.CommandContext(ctx, b.act, args...)
 	cmd.Dir = b.repo
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
+	// ACT_DISABLE_VERSION_CHECK: act otherwise asks api.nektosact.com for notices.
+	cmd.Env = append(os.Environ(), "ACT_DISABLE_VERSION_CHECK=1", "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local", "GOPROXY=off")
+	for k, v := range b.netGuard.env() {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
+	if reqs := b.netGuard.drain(); len(reqs) > 0 {
+		t.Errorf("act or the job tried to reach the network: %q", reqs)
+	}
 	return &actRun{err: err, log: out.String(), results: results}
+}
+
+// netGuard is a loopback HTTP proxy that refuses everything and records what
+// was asked. Go (act, signet, the go command) and curl/git honour
+// HTTP(S)_PROXY; loopback addresses (our issuer and signer) bypass it.
+type netGuard struct {
+	ln  net.Listener
+	mu  sync.Mutex
+	got []string
+}
+
+func startNetGuard(t *testing.T) *netGuard {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &netGuard{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				g.mu.Lock()
+				g.got = append(g.got, strings.TrimSpace(line))
+				g.mu.Unlock()
+				io.WriteString(c, "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+			}()
+		}
+	}()
+	return g
+}
+
+func (g *netGuard) env() map[string]string {
+	u := "http://" + g.ln.Addr().String()
+	return map[string]string{"HTTP_PROXY": u, "HTTPS_PROXY": u, "http_proxy": u, "https_proxy": u, "NO_PROXY": "", "no_proxy": ""}
+}
+
+// drain returns and forgets the recorded requests.
+func (g *netGuard) drain() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	got := g.got
+	g.got = nil
+	return got
 }
 
 // summaryFromLog returns the job summary act printed for the run: the text
