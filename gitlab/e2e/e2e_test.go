@@ -84,9 +84,14 @@ func setup(t *testing.T, ctx context.Context) *env {
 			Issuers:  []testbench.SignerIssuer{testbench.IssuerEntry("gitlab", e.issuer.Issuer)},
 			Keys: []testbench.SignerKey{{
 				Name: "release", Purpose: "firmware", URI: uri,
-				Allow: []testbench.AllowRule{{Issuer: "gitlab", Claims: map[string]string{
-					"project_id": testbench.GitLabProjectID, "namespace_id": testbench.GitLabNamespaceID, "ref": "main",
-				}}},
+				Allow: []testbench.AllowRule{
+					{Issuer: "gitlab", Claims: map[string]string{
+						"project_id": testbench.GitLabProjectID, "namespace_id": testbench.GitLabNamespaceID, "ref_type": "branch", "ref": "main",
+					}},
+					{Issuer: "gitlab", Claims: map[string]string{
+						"project_id": testbench.GitLabProjectID, "namespace_id": testbench.GitLabNamespaceID, "ref_type": "tag", "ref": "v*",
+					}},
+				},
 			}},
 		},
 	})
@@ -145,7 +150,7 @@ func (e *env) pipeline(t *testing.T, ctx context.Context, vars map[string]string
 	args := []string{
 		"--cwd", ".", "--home", filepath.Join(e.dir, "glci-home"),
 		"--shell-isolation", "--no-color", "--json-schema-validation", "--timestamps",
-		"--ignore-predefined-vars", "CI_SERVER_URL,CI_API_V4_URL,CI_PROJECT_ID,CI_JOB_TOKEN",
+		"--ignore-predefined-vars", "CI_SERVER_URL,CI_API_V4_URL,CI_PROJECT_ID,CI_JOB_TOKEN,CI_COMMIT_TAG",
 	}
 	for k, v := range vars {
 		args = append(args, "--variable", k+"="+v)
@@ -182,12 +187,47 @@ func (e *env) baseVars() map[string]string {
 	}
 }
 
+// pipelineCase is one run of the e2e pipeline.
+type pipelineCase struct {
+	name    string
+	claims  map[string]any    // token claims over the GitLab defaults
+	vars    map[string]string // extra gitlab-ci-local variables
+	ref     string            // the source ref the provenance must name
+	version string            // generic package version the files go to
+	tag     string            // release tag whose links must be created ("" none)
+}
+
 func TestComponentPipeline(t *testing.T) {
+	for _, tc := range []pipelineCase{
+		{
+			name: "branch", ref: "refs/heads/main", version: "1.0.0",
+			vars: map[string]string{"SIGNET_GITLAB_PACKAGE_VERSION": "1.0.0", "E2E_REF_GLOB": "refs/heads/*"},
+		},
+		{
+			name: "tag", ref: "refs/tags/v1.2.0", version: "v1.2.0", tag: "v1.2.0",
+			claims: map[string]any{
+				"ref": "v1.2.0", "ref_type": "tag", "ref_path": "refs/tags/v1.2.0",
+				"sub": "project_path:" + testbench.GitLabProjectPath + ":ref_type:tag:ref:v1.2.0",
+			},
+			vars: map[string]string{"CI_COMMIT_TAG": "v1.2.0", "E2E_REF_GLOB": "refs/tags/v*"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) { runPipelineCase(t, tc) })
+	}
+}
+
+func runPipelineCase(t *testing.T, tc pipelineCase) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	e := setup(t, ctx)
 
-	token, err := e.issuer.Mint(nil)
+	claims := map[string]any{}
+	for k, v := range tc.claims {
+		claims[k] = v
+	}
+	configURI := e.issuer.Host() + "/" + testbench.GitLabProjectPath + "//.gitlab-ci.yml@" + tc.ref
+	claims["ci_config_ref_uri"] = configURI
+	token, err := e.issuer.Mint(claims)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +237,14 @@ func TestComponentPipeline(t *testing.T) {
 	vars["CI_API_V4_URL"] = e.api.APIURL()
 	vars["CI_JOB_TOKEN"] = jobToken
 	vars["CI_PROJECT_ID"] = testbench.GitLabProjectID
-	vars["SIGNET_GITLAB_PACKAGE_VERSION"] = "1.0.0"
+	for k, v := range tc.vars {
+		vars[k] = v
+	}
+	if tc.tag != "" {
+		e.api.Lock()
+		e.api.Releases[tc.tag] = nil
+		e.api.Unlock()
+	}
 
 	out, err := e.pipeline(t, ctx, vars)
 	if err != nil {
@@ -230,8 +277,7 @@ func TestComponentPipeline(t *testing.T) {
 		sig := filepath.Join(signOut, a+".sig")
 		verify := exec.CommandContext(ctx, e.bins.Signet, "verify", "--public-key", e.pubPath, "--signature", sig,
 			"--provenance", prov, "--source-repo", e.issuer.BaseURL+"/"+testbench.GitLabProjectPath,
-			"--ref", "refs/heads/main", "--builder-id", "https://"+e.issuer.Host()+"/"+testbench.GitLabProjectPath+"//.gitlab-ci.yml@refs/heads/main",
-			artifact)
+			"--ref", tc.ref, "--builder-id", "https://"+configURI, artifact)
 		if b, err := verify.CombinedOutput(); err != nil {
 			t.Errorf("signet verify %s: %v\n%s", a, err, b)
 		}
@@ -247,31 +293,54 @@ func TestComponentPipeline(t *testing.T) {
 	// A tampered artifact must fail both verifiers.
 	tampered := filepath.Join(e.dir, "tampered.bin")
 	orig, _ := os.ReadFile(filepath.Join(arts, "build", "dist", "firmware.bin"))
-	os.WriteFile(tampered, append(orig, '!'), 0o644)
-	if b, err := exec.CommandContext(ctx, e.cosign, "verify-blob", "--key", e.pubPath, "--signature",
-		filepath.Join(signOut, "dist", "firmware.bin.sig"), "--insecure-ignore-tlog=true", tampered).CombinedOutput(); err == nil {
+	if err := os.WriteFile(tampered, append(orig, '!'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tsig := filepath.Join(signOut, "dist", "firmware.bin.sig")
+	if b, err := exec.CommandContext(ctx, e.cosign, "verify-blob", "--key", e.pubPath, "--signature", tsig,
+		"--insecure-ignore-tlog=true", tampered).CombinedOutput(); err == nil {
 		t.Errorf("cosign accepted a tampered artifact:\n%s", b)
+	}
+	if b, err := exec.CommandContext(ctx, e.bins.Signet, "verify", "--public-key", e.pubPath, "--signature", tsig,
+		tampered).CombinedOutput(); err == nil {
+		t.Errorf("signet verify accepted a tampered artifact:\n%s", b)
 	}
 
 	// The provenance describes this GitLab job with the adapter's buildType.
-	checkProvenance(t, prov, e)
+	checkProvenance(t, prov, e, tc.ref)
 
-	// Published to the (fake) generic package registry with the job token.
+	// Published to the (fake) generic package registry with the job token,
+	// and linked from the release on the tag pipeline.
 	files, releases, _ := e.api.Snapshot()
-	for name, local := range map[string]string{
+	published := map[string]string{
 		"firmware.bin.sig":        filepath.Join(signOut, "dist", "firmware.bin.sig"),
 		"app.tar.gz.sig":          filepath.Join(signOut, "dist", "app.tar.gz.sig"),
 		"provenance.intoto.jsonl": prov,
 		"signer.pub":              signerPub,
-	} {
-		got, ok := files["demo-signatures/1.0.0/"+name]
+	}
+	for name, local := range published {
+		got, ok := files["demo-signatures/"+tc.version+"/"+name]
 		want, _ := os.ReadFile(local)
 		if !ok || !bytes.Equal(got, want) {
 			t.Errorf("package file %s (uploaded %v) differs from the job artifact %s; have %v", name, ok, local, keys(files))
 		}
 	}
-	if len(releases) != 0 {
-		t.Errorf("branch pipeline created release links: %v", releases)
+	if tc.tag == "" {
+		if len(releases) != 0 {
+			t.Errorf("branch pipeline created release links: %v", releases)
+		}
+	} else {
+		links := releases[tc.tag]
+		if len(links) != len(published) {
+			t.Errorf("release %s has %d links, want %d: %v", tc.tag, len(links), len(published), links)
+		}
+		for _, l := range links {
+			name, _ := l["name"].(string)
+			want := e.api.APIURL() + "/projects/" + testbench.GitLabProjectID + "/packages/generic/demo-signatures/" + tc.version + "/" + name
+			if _, ok := published[name]; !ok || l["url"] != want || l["link_type"] != "other" {
+				t.Errorf("release link %v, want name in %v, url %s, link_type other", l, keys2(published), want)
+			}
+		}
 	}
 
 	// signetd audited the signing with the job's identity.
@@ -287,7 +356,7 @@ func TestComponentPipeline(t *testing.T) {
 	}
 }
 
-func checkProvenance(t *testing.T, path string, e *env) {
+func checkProvenance(t *testing.T, path string, e *env, ref string) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -312,7 +381,7 @@ func checkProvenance(t *testing.T, path string, e *env) {
 	want := map[string]string{
 		"predicate.buildDefinition.buildType":                                 gitlab.BuildType,
 		"predicate.buildDefinition.externalParameters.source.repository":      e.issuer.BaseURL + "/" + testbench.GitLabProjectPath,
-		"predicate.buildDefinition.externalParameters.source.ref":             "refs/heads/main",
+		"predicate.buildDefinition.externalParameters.source.ref":             ref,
 		"predicate.buildDefinition.externalParameters.buildAsserted.job_name": "signet-sign",
 		"predicate.buildDefinition.internalParameters.job.job_id":             testbench.GitLabJobID,
 		"predicate.buildDefinition.internalParameters.gitlab.project_id":      testbench.GitLabProjectID,
@@ -378,6 +447,14 @@ func lookup(m map[string]any, path string) string {
 	}
 	s, _ := cur.(string)
 	return s
+}
+
+func keys2(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 func keys(m map[string][]byte) []string {
