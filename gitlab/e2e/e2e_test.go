@@ -464,3 +464,43 @@ func keys(m map[string][]byte) []string {
 	}
 	return out
 }
+
+// TestComponentForkMergeRequestRefused runs the signing job with the token of
+// a merge-request pipeline from a fork running in the project: project_* name
+// the fork, job_project_* the project. A signer policy pinned to the
+// project's project_id refuses it, and the job fails without outputs.
+func TestComponentForkMergeRequestRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	e := setup(t, ctx)
+	token, err := e.issuer.Mint(map[string]any{
+		"project_id": "9001", "project_path": "mallory/demo", "namespace_id": "9000", "namespace_path": "mallory",
+		"job_project_id": testbench.GitLabProjectID, "job_project_path": testbench.GitLabProjectPath,
+		"job_namespace_id": testbench.GitLabNamespaceID, "job_namespace_path": testbench.GitLabNamespace,
+		"pipeline_source": "merge_request_event", "ref": "feature", "ref_path": "refs/heads/feature", "ref_protected": "false",
+		"sub": "project_path:mallory/demo:ref_type:branch:ref:feature",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := e.baseVars()
+	vars["SIGNET_INSTALL_BIN"] = e.bins.Signet
+	vars["SIGNET_ID_TOKEN"] = token
+	out, err := e.pipeline(t, ctx, vars, "signet-sign")
+	if err == nil {
+		t.Fatalf("a fork merge-request pipeline got signatures:\n%s", out)
+	}
+	if !jobResult(out, "FAIL", "signet-sign") || !strings.Contains(out, "policy_denied") {
+		t.Errorf("want signet-sign to fail with policy_denied:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(e.repo, ".gitlab-ci-local", "artifacts", "signet-sign", "signet-out", "signer.pub")); err == nil {
+		t.Errorf("a refused signing left outputs behind")
+	}
+	recs, err := testbench.AuditRecords(e.signer.AuditPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := json.Marshal(recs); !bytes.Contains(b, []byte("9001")) {
+		t.Errorf("the refusal is not audited with the fork's project_id: %s", b)
+	}
+}
