@@ -56,6 +56,8 @@ type Bench struct {
 	GitHub  *GitHubIssuer
 	GitLab  *GitLabIssuer
 	Jenkins *JenkinsIssuer
+	// JenkinsFolder is a folder-scoped Jenkins issuer signing ES256.
+	JenkinsFolder *JenkinsIssuer
 	// Rogue is a GitHub-like issuer that is not in the signer's allowlist.
 	Rogue  *GitHubIssuer
 	HSM    *SoftHSM
@@ -140,6 +142,9 @@ func NewBench(ctx context.Context, opts BenchOptions) (*Bench, error) {
 	if b.Jenkins, err = StartJenkinsIssuer(bctx, b.CA, IssuerOptions{JenkinsClaimTemplates: true}); err != nil {
 		return nil, err
 	}
+	if b.JenkinsFolder, err = StartJenkinsIssuer(bctx, b.CA, IssuerOptions{Alg: "ES256", JenkinsFolder: "signet-ci", JenkinsClaimTemplates: true}); err != nil {
+		return nil, err
+	}
 	if b.Rogue, err = StartGitHubIssuer(bctx, b.CA, IssuerOptions{}); err != nil {
 		return nil, err
 	}
@@ -185,6 +190,7 @@ func (b *Bench) SignerConfig() SignerConfig {
 		{Issuer: "github", Claims: map[string]string{"repository_id": GitHubRepositoryID, "repository_owner_id": GitHubOwnerID}},
 		{Issuer: "gitlab", Claims: map[string]string{"project_id": GitLabProjectID, "namespace_id": GitLabNamespaceID}},
 		{Issuer: "jenkins", Claims: map[string]string{"sub": b.Jenkins.JenkinsURL + "job/signet-ci/job/demo/job/*/"}},
+		{Issuer: "jenkins-folder", Claims: map[string]string{"sub": b.JenkinsFolder.JenkinsURL + "job/signet-ci/job/demo/job/*/"}},
 	}
 	cfg := SignerConfig{
 		Audience: DefaultAudience,
@@ -192,6 +198,7 @@ func (b *Bench) SignerConfig() SignerConfig {
 			IssuerEntry("github", b.GitHub.Issuer),
 			IssuerEntry("gitlab", b.GitLab.Issuer),
 			IssuerEntry("jenkins", b.Jenkins.Issuer),
+			IssuerEntry("jenkins-folder", b.JenkinsFolder.Issuer),
 		},
 	}
 	for _, k := range MatrixKeys {

@@ -87,7 +87,16 @@ func (b *Bench) RunMatrix(ctx context.Context, opts MatrixOptions) []Result {
 			continue
 		}
 		start := time.Now()
+		before := b.auditSnapshot()
 		got, detail := r.run(ctx)
+		if !strings.HasPrefix(r.name, "audit/") {
+			// After every row: the audit log verifies and grew by exactly
+			// the answers signetd gave (successes plus refusals).
+			if msg := b.auditDelta(ctx, before); msg != "" {
+				got += " + " + msg
+				detail = strings.TrimSpace(detail + " [audit: " + msg + "]")
+			}
+		}
 		res := Result{Scenario: r.name, Platform: r.platform, Key: r.key, Expected: r.expected, Got: got,
 			Pass: got == r.expected, Duration: time.Since(start), Detail: detail}
 		res.DurationMS = res.Duration.Milliseconds()
@@ -117,6 +126,10 @@ func (b *Bench) rows(opts MatrixOptions) []row {
 			}})
 		}
 	}
+	// The Jenkins plugin's folder-scoped issuer with ES256 tokens.
+	rows = append(rows, row{"good/jenkins-folder-issuer-es256", "jenkins", "p256", OutcomeVerified, func(ctx context.Context) (string, string) {
+		return b.goodRun(ctx, "good-jenkins-folder-es256", "jenkins-folder", "p256")
+	}})
 	// Hostile tokens, sent straight to the signer with core's client.
 	type hostileToken struct {
 		name, platform, expected string
@@ -313,14 +326,18 @@ func (b *Bench) jobEnv(j job, ws string) (map[string]string, error) {
 			}
 		}
 		env = b.GitLab.Env(ws, tok)
-	case "jenkins":
+	case "jenkins", "jenkins-folder":
+		jk := b.Jenkins
+		if j.platform == "jenkins-folder" {
+			jk = b.JenkinsFolder
+		}
 		if tok == "" {
 			var err error
-			if tok, err = b.Jenkins.Mint(nil); err != nil {
+			if tok, err = jk.Mint(nil); err != nil {
 				return nil, err
 			}
 		}
-		env = b.Jenkins.Env(ws, tok)
+		env = jk.Env(ws, tok)
 	default:
 		return nil, fmt.Errorf("unknown platform %q", j.platform)
 	}
@@ -349,8 +366,9 @@ func (b *Bench) signJob(ctx context.Context, name string, j job) (ws, out string
 	if signer == "" {
 		signer = b.Proxy.URL
 	}
+	platform := strings.TrimSuffix(j.platform, "-folder")
 	args := []string{"sign", "--signer", signer, "--audience", DefaultAudience, "--key", j.key,
-		"--output-dir", out, "--ca-cert", b.CA.CAPath, "--platform", j.platform}
+		"--output-dir", out, "--ca-cert", b.CA.CAPath, "--platform", platform}
 	if j.tokenOverride != "" {
 		args = append(args, "--token-env", "SIGNET_TEST_TOKEN")
 	}
@@ -368,7 +386,7 @@ func (b *Bench) signJob(ctx context.Context, name string, j job) (ws, out string
 
 // expectedRepo is the source repository URI the provenance must name.
 func (b *Bench) expectedRepo(platform string) string {
-	switch platform {
+	switch strings.TrimSuffix(platform, "-folder") {
 	case "github":
 		return GitHubServerURL + "/" + GitHubRepository
 	case "gitlab":
@@ -380,12 +398,16 @@ func (b *Bench) expectedRepo(platform string) string {
 
 // goodRun signs and attests, then verifies with signet verify and cosign.
 func (b *Bench) goodRun(ctx context.Context, name, platform, key string) (string, string) {
+	reqBefore := b.GitHub.TokenRequests()
 	ws, out, names, res, err := b.signJob(ctx, name, job{platform: platform, key: key})
 	if err != nil {
 		return "setup error", err.Error()
 	}
 	if res.Exit != 0 {
 		return fmt.Sprintf("sign exit %d", res.Exit), res.tail()
+	}
+	if platform == "github" && b.GitHub.TokenRequests() == reqBefore {
+		return "token not from ACTIONS_ID_TOKEN_REQUEST_URL", "the GitHub adapter never called the runtime's ID-token endpoint"
 	}
 	return b.verifyAll(ctx, ws, out, names, platform, key)
 }
@@ -762,6 +784,46 @@ func (b *Bench) auditCounts() (string, string) {
 		return "counts differ", detail
 	}
 	return "records = successes + refusals", detail
+}
+
+// auditSnap is the state of the main signer's audit log and of the
+// proxy's answer counts before a row.
+type auditSnap struct {
+	allowed, refused, ok, bad int
+}
+
+func (b *Bench) auditSnapshot() auditSnap {
+	var s auditSnap
+	recs, _ := AuditRecords(b.Signer.AuditPath)
+	for _, r := range recs {
+		if isAllowed(r) {
+			s.allowed++
+		} else {
+			s.refused++
+		}
+	}
+	for status, n := range b.Proxy.Statuses() {
+		if status < 300 {
+			s.ok += n
+		} else {
+			s.bad += n
+		}
+	}
+	return s
+}
+
+// auditDelta returns "" when the log verifies and grew by the row's answers.
+func (b *Bench) auditDelta(ctx context.Context, before auditSnap) string {
+	if _, err := AuditVerify(ctx, b.Bins.Signetd, b.Signer.AuditPath); err != nil {
+		return "audit chain broken"
+	}
+	after := b.auditSnapshot()
+	da, dr := after.allowed-before.allowed, after.refused-before.refused
+	dok, dbad := after.ok-before.ok, after.bad-before.bad
+	if da != dok || dr != dbad {
+		return fmt.Sprintf("audit +%d allowed/+%d refused vs %d ok/%d refused answers", da, dr, dok, dbad)
+	}
+	return ""
 }
 
 // isAllowed reads a record's decision.

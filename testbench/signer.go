@@ -267,6 +267,8 @@ func (s *Signer) start(ctx context.Context) error {
 	cmd.Env = append(os.Environ(), s.opts.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = s.opts.Dir
+	// Own process group: Stop/Kill reach signetd even under a Wrapper.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start signetd: %w", err)
@@ -379,14 +381,14 @@ func (s *Signer) signal(sig syscall.Signal, wait time.Duration) error {
 		return nil
 	default:
 	}
-	if err := cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal signetd: %w", err)
 	}
 	select {
 	case <-done:
 		return nil
 	case <-time.After(wait):
-		cmd.Process.Kill() //nolint:errcheck
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck
 		<-done
 		return fmt.Errorf("signetd did not exit within %s of %v; killed", wait, sig)
 	}
