@@ -66,7 +66,8 @@ type bench struct {
 	// attempt to reach a non-loopback host lands there and is refused.
 	netGuard  *netGuard
 	bins      testbench.Binaries
-	ca        *testbench.CA
+	ca        *testbench.CA // issuer + token endpoint TLS
+	signerCA  *testbench.CA // signetd TLS, trusted via the ca-cert input only
 	gh        *testbench.GitHubIssuer
 	signer    *testbench.Signer
 	pubKey    string // the release key's public key, from the HSM (what a verifier pins)
@@ -88,7 +89,13 @@ func newBench(t *testing.T, ctx context.Context) *bench {
 	if b.bins, err = testbench.BuildBinaries(ctx, filepath.Join(dir, "bin")); err != nil {
 		t.Fatalf("build binaries: %v", err)
 	}
+	// Two CAs: the runner trusts the issuer's (the token endpoint stands for
+	// GitHub's publicly trusted one, via SSL_CERT_FILE); the signer's private
+	// CA is trusted only through the action's ca-cert input.
 	if b.ca, err = testbench.NewCA(filepath.Join(dir, "ca")); err != nil {
+		t.Fatal(err)
+	}
+	if b.signerCA, err = testbench.NewCA(filepath.Join(dir, "signer-ca")); err != nil {
 		t.Fatal(err)
 	}
 	if b.gh, err = testbench.StartGitHubIssuer(ctx, b.ca, testbench.IssuerOptions{}); err != nil {
@@ -111,7 +118,7 @@ func newBench(t *testing.T, ctx context.Context) *bench {
 	b.signer, err = testbench.StartSigner(ctx, testbench.SignerOptions{
 		Signetd: b.bins.Signetd,
 		Dir:     filepath.Join(dir, "signer"),
-		CA:      b.ca,
+		CA:      b.signerCA,
 		Env:     hsm.Env(),
 		Config: testbench.SignerConfig{
 			Audience: testbench.DefaultAudience,
@@ -259,7 +266,7 @@ func (b *bench) runAct(t *testing.T, ctx context.Context, workflow string, env m
 		"SIGNER_URL":                 b.signer.URL,
 		"SIGNER_AUDIENCE":            testbench.DefaultAudience,
 		"SIGNER_KEY":                 releaseKey,
-		"SIGNER_CA":                  b.ca.CAPath,
+		"SIGNER_CA":                  b.signerCA.CAPath,
 		"RESULT_DIR":                 results,
 		"GITHUB_WORKFLOW_REF":        testbench.GitHubRepository + "/.github/workflows/" + workflow + "@refs/heads/main",
 		"GITHUB_WORKFLOW_SHA":        b.headSHA,
@@ -442,11 +449,18 @@ func TestActionEndToEnd(t *testing.T) {
 			},
 		},
 		{
+			// ca-cert given as PEM text rather than a path: the refusal can
+			// only come back if the action trusted the signer's TLS with it.
 			name: "policy refusal", workflow: "sign.yml", withToken: true, tokenRequested: true,
-			env: map[string]string{"SIGNER_KEY": lockedKey},
+			env: map[string]string{"SIGNER_KEY": lockedKey, "SIGNER_CA": readFile(t, b.signerCA.CAPath)},
 			want: func(b *bench) []string {
 				return []string{"policy_denied", lastAuditReason(t, b.signer.AuditPath)}
 			},
+		},
+		{
+			name: "signer certificate not trusted without ca-cert", workflow: "sign.yml", withToken: true, tokenRequested: true,
+			env:  map[string]string{"SIGNER_CA": ""},
+			want: func(*bench) []string { return []string{"certificate", "not trusted", "`ca-cert`"} },
 		},
 		{
 			name: "glob matching nothing", workflow: "no-match.yml", withToken: true,
@@ -616,7 +630,8 @@ func (b *bench) checkProvenance(t *testing.T, path string) {
 			BuildDefinition struct {
 				BuildType          string
 				ExternalParameters struct {
-					Workflow struct{ Ref, Repository, Path string }
+					Workflow      struct{ Ref, Repository, Path string }
+					BuildAsserted map[string]string
 				}
 				InternalParameters struct {
 					Github map[string]any
@@ -642,6 +657,9 @@ func (b *bench) checkProvenance(t *testing.T, path string) {
 		{"externalParameters.workflow.repository", bd.ExternalParameters.Workflow.Repository, repoURL},
 		{"externalParameters.workflow.path", bd.ExternalParameters.Workflow.Path, ".github/workflows/sign.yml"},
 		{"externalParameters.workflow.ref", bd.ExternalParameters.Workflow.Ref, "refs/heads/main"},
+		// from the event payload (GITHUB_EVENT_PATH), marked as build-asserted
+		{"externalParameters.buildAsserted[event.head_commit.id]", bd.ExternalParameters.BuildAsserted["event.head_commit.id"], b.headSHA},
+		{"externalParameters.buildAsserted[event.sender]", bd.ExternalParameters.BuildAsserted["event.sender"], "octocat"},
 		{"internalParameters.github.repository_id", fmt.Sprint(bd.InternalParameters.Github["repository_id"]), testbench.GitHubRepositoryID},
 		{"internalParameters.github.event_name", fmt.Sprint(bd.InternalParameters.Github["event_name"]), "push"},
 		{"runDetails.builder.id", rd.Builder.ID, testbench.GitHubServerURL + "/" + testbench.GitHubRepository + "/.github/workflows/sign.yml@refs/heads/main"},
@@ -661,6 +679,15 @@ func (b *bench) checkProvenance(t *testing.T, path string) {
 	if len(st.Subject) != 3 {
 		t.Errorf("statement has %d subjects, want 3", len(st.Subject))
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func sha256File(t *testing.T, path string) string {
