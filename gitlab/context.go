@@ -79,15 +79,21 @@ func (p *Platform) BuildContext(ctx context.Context) (*core.BuildContext, error)
 }
 
 // readableClaims returns the (unverified) claims of the token IDToken handed
-// out, else of the id_tokens: variable; nil when neither is a readable JWT.
+// out, else of the variable SIGNET_TOKEN_ENV names, else of the id_tokens:
+// variable; nil when none is a readable JWT.
 func (p *Platform) readableClaims() map[string]any {
 	p.mu.Lock()
 	tok := p.token
 	p.mu.Unlock()
 	if tok == "" {
-		name, err := p.tokenVar()
-		if err != nil {
-			return nil
+		// SIGNET_TOKEN_ENV is the environment form of `signet sign
+		// --token-env`: core then signs with that variable's token.
+		name := p.get("SIGNET_TOKEN_ENV")
+		if !envNameRE.MatchString(name) {
+			var err error
+			if name, err = p.tokenVar(); err != nil {
+				return nil
+			}
 		}
 		tok = p.get(name)
 	}

@@ -310,6 +310,22 @@ func TestBuildContextUsesTokenFromIDToken(t *testing.T) {
 	}
 }
 
+func TestBuildContextReadsTokenEnvVariable(t *testing.T) {
+	// SIGNET_TOKEN_ENV (signet sign --token-env) names the token core signs
+	// with; the build context must describe that token, not SIGNET_ID_TOKEN.
+	env := baseEnv()
+	env["SIGNET_ID_TOKEN"] = jwtFor(t, pushClaims())
+	env["SIGNET_TOKEN_ENV"] = "FORK_TOKEN"
+	env["FORK_TOKEN"] = jwtFor(t, forkMRClaims())
+	bc, err := New(mapEnv(env)).BuildContext(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lookup(bc.ExternalParameters, "source.repository"); got != srv+"/"+forkPath {
+		t.Fatalf("source.repository = %q, want the fork from FORK_TOKEN", got)
+	}
+}
+
 func TestBuildContextErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name, server, want string
