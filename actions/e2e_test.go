@@ -428,6 +428,28 @@ func TestActionEndToEnd(t *testing.T) {
 		b.checkSuccess(t, ctx, r)
 	})
 
+	t.Run("provenance off signs only", func(t *testing.T) {
+		r := b.runAct(t, ctx, "sign.yml", map[string]string{"SIGNER_PROVENANCE": "false"}, true)
+		if r.err != nil {
+			t.Fatalf("act run failed: %v\n%s", r.err, r.log)
+		}
+		if p := r.output(t, "PROVENANCE"); p != "" {
+			t.Errorf("provenance output %q with provenance: false", p)
+		}
+		if _, err := os.Stat(filepath.Join(r.results, "signed", "provenance.intoto.jsonl")); !os.IsNotExist(err) {
+			t.Errorf("a provenance file was written with provenance: false (stat: %v)", err)
+		}
+		sigs := strings.Split(r.output(t, "SIGNATURES"), "\n")
+		if len(sigs) != 3 {
+			t.Fatalf("signatures %q, want 3", sigs)
+		}
+		art := filepath.Join(r.results, "dist", "firmware.bin")
+		if out, err := run(t, ctx, b.cosign, "verify-blob", "--key", b.pubKey, "--signature",
+			filepath.Join(r.results, "signed", "dist", "firmware.bin.sig"), "--insecure-ignore-tlog=true", art); err != nil {
+			t.Errorf("cosign verify-blob: %v\n%s", err, out)
+		}
+	})
+
 	failures := []struct {
 		name, workflow string
 		env            map[string]string
