@@ -53,6 +53,53 @@
 //	defer sig.Stop()
 //	tok, _ := gh.Mint(nil) // or run `signet sign` with gh.Env(dir)
 //
-// The scenario matrix (RunMatrix, also `go test ./testbench/...` and
-// `signet-testbench`) is described in matrix.go.
+// # The matrix
+//
+// NewBench builds the whole environment (CA; GitHub, GitLab, Jenkins and a
+// folder-scoped ES256 Jenkins issuer; a rogue GitHub-like issuer the signer
+// does not trust; SoftHSM2 keys p256, p384, rsa3072, ed25519 and tags-only;
+// signetd behind a TLS proxy that counts answers and injects faults) and
+// Bench.RunMatrix runs every row; `go test ./testbench/...` and
+// `go run ./cmd/signet-testbench [--json FILE] [--scale]` run the same rows.
+// `signet sign` runs as a real process with the platform's environment
+// (GITHUB_ACTIONS + GITHUB_* + ACTIONS_ID_TOKEN_REQUEST_*; GITLAB_CI + CI_* +
+// SIGNET_ID_TOKEN; JENKINS_URL + JOB_URL + ... + SIGNET_ID_TOKEN); outputs are
+// checked with `signet verify` and cosign (verify-blob for non-Ed25519 .sig,
+// verify-blob-attestation for every DSSE envelope). After every row the
+// audit log must verify (`signetd audit verify`) and grow by exactly the
+// answers signetd gave (successes plus refusals, counted by the proxy).
+//
+// Rows: good/sign-attest-verify ({github,gitlab,jenkins} x
+// {p256,p384,rsa3072,ed25519}), good/jenkins-folder-issuer-es256;
+// hostile/* (forged, alg none, HS256 confusion, unknown kid, tampered
+// claims, expired, not yet valid, wrong audience x3, wrong issuer, policy
+// x4, statement naming another repository x3, and three through the CLI
+// checking that nothing is written); tamper/* (artifact, signature,
+// envelope changed after signing); fault/* (503 then recovery, signer down,
+// signer slower than the client's --timeout, HSM token unavailable and back);
+// load/parallel-ci-jobs; crash/kill-9-audit-complete; audit/*.
+//
+// # Which row catches a removed protection
+//
+//	protection removed                     row that turns red
+//	audience check                         hostile/wrong-audience (github, gitlab, jenkins)
+//	issuer allowlist                       hostile/wrong-issuer (valid token from a real
+//	                                       issuer with discovery + JWKS, not configured)
+//	claim policy                           hostile/policy-other-repo (x3),
+//	                                       hostile/policy-branch-on-tags-key,
+//	                                       hostile/cli-policy-refused
+//	provenance identity check              hostile/statement-other-repo (x3)
+//	audit fsync before answering           audit/fsync-before-answer (signetd under strace:
+//	                                       an fsync/fdatasync of the audit log completes
+//	                                       before each answer is written)
+//	audit record before answering          crash/kill-9-audit-complete (every signature a
+//	                                       client received is in the log after kill -9)
+//	token signature / alg pinning          hostile/forged-token, hostile/alg-none,
+//	                                       hostile/hs256-confusion, hostile/tampered-claims
+//	exp / nbf / iat checks                 hostile/expired-token, hostile/not-yet-valid
+//	atomic outputs in the client           fault/signer-down, fault/signer-slow,
+//	                                       fault/hsm-unavailable, hostile/cli-* (no partial outputs)
+//
+// A kill -9 alone cannot show a missing fsync (the page cache outlives the
+// process), so the fsync row watches the syscalls; it needs strace.
 package testbench
