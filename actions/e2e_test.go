@@ -602,7 +602,9 @@ func (b *bench) checkSuccess(t *testing.T, ctx context.Context, r *actRun) {
 		sig := at(d.Signature)
 		// signet verify with the pinned key and the expected repository and ref.
 		if out, err := run(t, ctx, b.bins.Signet, "verify", "--public-key", b.pubKey, "--signature", sig,
-			"--provenance", at(prov), "--source-repo", repoURL, "--ref", "refs/heads/*", art); err != nil {
+			"--provenance", at(prov), "--source-repo", repoURL, "--ref", "refs/heads/*",
+			"--builder-id", repoURL+"/.github/workflows/sign.yml@refs/heads/main",
+			"--runner-environment", "github-hosted", art); err != nil {
 			t.Errorf("signet verify %s: %v\n%s", d.Name, err, out)
 		}
 		// cosign, with the same pinned key.
