@@ -314,8 +314,12 @@ func (c *Client) Key(ctx context.Context, name string) (*KeyInfo, error) {
 	return &k, nil
 }
 
+// maxInFlightBatches bounds concurrent /v1/sign calls of one Sign.
+const maxInFlightBatches = 4
+
 // Sign signs digests with key, splitting them into batches of the key's
-// max_digests. Signatures come back in the order of digests.
+// max_digests sent concurrently (at most 4 in flight). Signatures come back
+// in the order of digests; the first failing batch cancels the others.
 func (c *Client) Sign(ctx context.Context, key string, digests []DigestRequest) (*SignResponse, error) {
 	if len(digests) == 0 {
 		return nil, errors.New("sign: no digests")
@@ -328,27 +332,76 @@ func (c *Client) Sign(ctx context.Context, key string, digests []DigestRequest) 
 	if max <= 0 {
 		max = c.defaultMax
 	}
-	var all SignResponse
+	type batch struct{ start, end int }
+	var batches []batch
 	for start := 0; start < len(digests); start += max {
-		end := min(start+max, len(digests))
-		batch := digests[start:end]
-		var r SignResponse
-		if err := c.do(ctx, http.MethodPost, "/v1/sign", SignRequest{Key: key, Digests: batch}, &r); err != nil {
-			return nil, fmt.Errorf("sign digests %d-%d of %d: %w", start+1, end, len(digests), err)
+		batches = append(batches, batch{start, min(start+max, len(digests))})
+	}
+	results := make([]*SignResponse, len(batches))
+	errs := make([]error, len(batches))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, maxInFlightBatches)
+	var wg sync.WaitGroup
+	for i, b := range batches {
+		sem <- struct{}{}
+		if ctx.Err() != nil {
+			<-sem
+			break
 		}
-		if len(r.Signatures) != len(batch) {
-			return nil, fmt.Errorf("sign digests %d-%d: signer returned %d signatures for %d digests", start+1, end, len(r.Signatures), len(batch))
-		}
-		for i, s := range r.Signatures {
-			if s.Name != batch[i].Name || !strings.EqualFold(s.SHA256, batch[i].SHA256) {
-				return nil, fmt.Errorf("sign: signer answered for %q/%s where %q/%s was asked", s.Name, s.SHA256, batch[i].Name, batch[i].SHA256)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r, err := c.signBatch(ctx, key, digests[b.start:b.end])
+			if err != nil {
+				errs[i] = fmt.Errorf("sign digests %d-%d of %d: %w", b.start+1, b.end, len(digests), err)
+				cancel()
+				return
 			}
+			results[i] = r
+		}()
+	}
+	wg.Wait()
+	// Report the first real failure, not the cancellations it caused.
+	for _, e := range errs {
+		if e != nil && !errors.Is(e, context.Canceled) {
+			return nil, e
+		}
+	}
+	for _, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+	}
+	var all SignResponse
+	for _, r := range results {
+		if r == nil {
+			return nil, fmt.Errorf("sign: interrupted: %w", context.Cause(ctx))
 		}
 		all.Key = r.Key
 		all.Signatures = append(all.Signatures, r.Signatures...)
-		all.Audit = r.Audit
+		if r.Audit.Seq >= all.Audit.Seq {
+			all.Audit = r.Audit
+		}
 	}
 	return &all, nil
+}
+
+func (c *Client) signBatch(ctx context.Context, key string, batch []DigestRequest) (*SignResponse, error) {
+	var r SignResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/sign", SignRequest{Key: key, Digests: batch}, &r); err != nil {
+		return nil, err
+	}
+	if len(r.Signatures) != len(batch) {
+		return nil, fmt.Errorf("signer returned %d signatures for %d digests", len(r.Signatures), len(batch))
+	}
+	for i, s := range r.Signatures {
+		if s.Name != batch[i].Name || !strings.EqualFold(s.SHA256, batch[i].SHA256) {
+			return nil, fmt.Errorf("signer answered for %q/%s where %q/%s was asked", s.Name, s.SHA256, batch[i].Name, batch[i].SHA256)
+		}
+	}
+	return &r, nil
 }
 
 // Attest asks the signer to sign one statement as a DSSE envelope.

@@ -52,9 +52,6 @@ func (s *Staging) Add(path string, data []byte, perm os.FileMode) error {
 	}
 	tmp := f.Name()
 	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Sync()
-	}
 	if cerr := f.Close(); werr == nil {
 		werr = cerr
 	}
@@ -69,8 +66,20 @@ func (s *Staging) Add(path string, data []byte, perm os.FileMode) error {
 	return nil
 }
 
-// Commit renames every staged file into place.
+// Commit makes the staged files durable (one syncfs per file system
+// instead of one fsync per file, which matters for 10,000 signatures), then
+// renames every one into place and syncs each directory once.
 func (s *Staging) Commit() error {
+	dirs := map[string]bool{}
+	for _, it := range s.items {
+		dirs[filepath.Dir(it.final)] = true
+	}
+	for d := range dirs {
+		if err := syncFS(d); err != nil {
+			s.Abort()
+			return fmt.Errorf("flush outputs in %s to disk: %w", d, err)
+		}
+	}
 	for i, it := range s.items {
 		if err := os.Rename(it.tmp, it.final); err != nil {
 			for _, rest := range s.items[i:] {
@@ -79,9 +88,11 @@ func (s *Staging) Commit() error {
 			s.items = nil
 			return fmt.Errorf("move %s into place: %w", it.final, err)
 		}
-		if d, err := os.Open(filepath.Dir(it.final)); err == nil {
-			_ = d.Sync()
-			d.Close()
+	}
+	for d := range dirs {
+		if f, err := os.Open(d); err == nil {
+			_ = f.Sync()
+			f.Close()
 		}
 	}
 	s.items = nil
