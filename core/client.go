@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -208,11 +209,16 @@ const maxResponseBytes = 64 << 20
 func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
 	var payload []byte
 	if body != nil {
-		var err error
-		payload, err = json.Marshal(body)
-		if err != nil {
+		// No HTML escaping: json.Marshal would rewrite '<', '>' and '&' even
+		// inside a RawMessage, and the signer signs the statement bytes it
+		// receives, which must equal the bytes we built.
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(body); err != nil {
 			return fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
+		payload = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	}
 	u := *c.base
 	u.Path = strings.TrimRight(u.Path, "/") + path

@@ -295,3 +295,29 @@ func TestNewClientValidates(t *testing.T) {
 		t.Error("missing CA file accepted")
 	}
 }
+
+// The statement reaches the signer byte for byte (the signer signs exactly
+// what it receives), even with characters json.Marshal would HTML-escape.
+func TestClientSendsStatementBytesUnchanged(t *testing.T) {
+	stmt := []byte(`{"_type":"https://in-toto.io/Statement/v1","predicate":{"x":"<a> & <b>"}}`)
+	var got []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var buf bytes.Buffer
+		buf.ReadFrom(r.Body)
+		var req AttestRequest
+		if err := json.Unmarshal(buf.Bytes(), &req); err != nil {
+			writeJSON(w, http.StatusBadRequest, ErrorBody{Error: APIError{Code: ErrCodeBadRequest, Message: err.Error()}})
+			return
+		}
+		got = req.Statement
+		writeJSON(w, http.StatusOK, AttestResponse{})
+	}))
+	defer srv.Close()
+	c := newTestClient(t, srv.URL, nil)
+	if _, err := c.Attest(context.Background(), "k", stmt); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, stmt) {
+		t.Fatalf("signer received\n%s\nwant\n%s", got, stmt)
+	}
+}
