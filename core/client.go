@@ -366,6 +366,7 @@ func (c *Client) Sign(ctx context.Context, key string, digests []DigestRequest) 
 				return
 			}
 			results[i] = r
+			c.log.Info("signed batch", "digests", fmt.Sprintf("%d-%d", b.start+1, b.end), "of", len(digests))
 		}()
 	}
 	wg.Wait()

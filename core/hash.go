@@ -188,7 +188,7 @@ func hashFile(ctx context.Context, path string, alg HashAlgorithm, buf []byte) (
 	if err != nil {
 		return nil, 0, err
 	}
-	f, err := os.Open(path)
+	f, err := openForHash(path)
 	if err != nil {
 		return nil, 0, fmt.Errorf("open artifact: %w", err)
 	}

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -306,21 +307,25 @@ func runDigest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitUsage
 	}
 	code := exitOK
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	defer w.Flush()
 	for _, p := range fs.Args() {
 		files, err := core.DigestTargets(p)
 		if err != nil {
+			w.Flush()
 			fmt.Fprintf(stderr, "signet: %v\n", err)
 			code = exitFailed
 			continue
 		}
 		digests, err := core.HashFiles(ctx, files, a, 0, nil)
 		if err != nil {
+			w.Flush()
 			fmt.Fprintf(stderr, "signet: %v\n", err)
 			code = exitFailed
 			continue
 		}
 		for _, d := range digests {
-			fmt.Fprint(stdout, core.SumLine(d.Hex(), d.Name))
+			w.WriteString(core.SumLine(d.Hex(), d.Name))
 		}
 	}
 	return code
