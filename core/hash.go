@@ -321,3 +321,16 @@ func SumLine(hexDigest, name string) string {
 	}
 	return hexDigest + "  " + name + "\n"
 }
+
+// HashReader streams r through the algorithm (`signet digest -`).
+func HashReader(ctx context.Context, r io.Reader, alg HashAlgorithm) ([]byte, int64, error) {
+	h, err := alg.New()
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := io.CopyBuffer(h, ctxReader{ctx: ctx, r: r}, make([]byte, hashBufSize))
+	if err != nil {
+		return nil, n, err
+	}
+	return h.Sum(nil), n, nil
+}

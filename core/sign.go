@@ -39,8 +39,9 @@ type SignOptions struct {
 	TokenEnv  string
 	TokenFile string
 
-	// Platform is the detected CI adapter. Required unless both a token
-	// override and Identity... are given (it describes the build).
+	// Platform is the detected CI adapter (required): it describes the
+	// build, provides the token unless TokenEnv/TokenFile override it, and
+	// publishes the result.
 	Platform Platform
 	// Env is the environment (for TokenEnv); default os.LookupEnv.
 	Env Env
@@ -53,7 +54,8 @@ type SignOptions struct {
 	// MaxStatementBytes splits the provenance into several statements when
 	// one would be larger (default 1 MiB; the signer's default body limit is 4 MiB).
 	MaxStatementBytes int
-	// Client overrides the signer client (tests); otherwise built from the above.
+	// ClientOptions tunes the signer client (retries, HTTP client); BaseURL,
+	// Token and CACertFile are filled from the fields above.
 	ClientOptions ClientOptions
 
 	Logger *slog.Logger

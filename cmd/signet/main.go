@@ -6,6 +6,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,7 +35,7 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -51,7 +52,7 @@ Run "signet COMMAND --help" for the flags of a command.
 Exit codes: 0 ok, 1 signing or verification failed, 2 usage error.
 `
 
-func run(ctx context.Context, args []string, env core.Env, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, env core.Env, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage)
 		return exitUsage
@@ -62,7 +63,7 @@ func run(ctx context.Context, args []string, env core.Env, stdout, stderr io.Wri
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
 	case "digest":
-		return runDigest(ctx, args[1:], stdout, stderr)
+		return runDigest(ctx, args[1:], stdin, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "signet %s\n", core.Version)
 		return exitOK
@@ -285,12 +286,12 @@ Flags:
 	return exitOK
 }
 
-func runDigest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runDigest(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("signet digest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	alg := fs.String("algorithm", "sha256", "sha256, sha384 or sha512 (output like sha256sum/sha384sum/sha512sum)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: signet digest [--algorithm sha256] PATH...\n\nPrints \"HEX  NAME\" lines exactly like sha256sum; directories are walked.\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: signet digest [--algorithm sha256] PATH...\n\nPrints \"HEX  NAME\" lines exactly like sha256sum; directories are walked; - is standard input.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if ok, code := parseFlags(fs, args); !ok {
@@ -310,6 +311,17 @@ func runDigest(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	defer w.Flush()
 	for _, p := range fs.Args() {
+		if p == "-" { // standard input, as sha256sum
+			sum, _, err := core.HashReader(ctx, stdin, a)
+			if err != nil {
+				w.Flush()
+				fmt.Fprintf(stderr, "signet: -: %v\n", err)
+				code = exitFailed
+				continue
+			}
+			w.WriteString(core.SumLine(hex.EncodeToString(sum), "-"))
+			continue
+		}
 		files, err := core.DigestTargets(p)
 		if err != nil {
 			w.Flush()

@@ -17,7 +17,7 @@ func mapEnv(m map[string]string) func(string) (string, bool) {
 
 func runCLI(env map[string]string, args ...string) (code int, stdout, stderr string) {
 	var out, errb bytes.Buffer
-	code = run(context.Background(), args, mapEnv(env), &out, &errb)
+	code = run(context.Background(), args, mapEnv(env), strings.NewReader("from stdin\n"), &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -45,6 +45,11 @@ func TestDigestMatchesSha256sum(t *testing.T) {
 	want512, _ := exec.Command("sha512sum", "a.txt").Output()
 	if code, got, _ := runCLI(nil, "digest", "--algorithm", "sha512", "a.txt"); code != 0 || got != string(want512) {
 		t.Fatalf("sha512: %q vs %q", got, want512)
+	}
+	// Standard input.
+	wantStdin, _ := exec.Command("sh", "-c", "printf 'from stdin\\n' | sha256sum -").Output()
+	if code, got, _ := runCLI(nil, "digest", "-"); code != 0 || got != string(wantStdin) {
+		t.Fatalf("stdin: %q vs %q", got, wantStdin)
 	}
 	// A directory is walked.
 	if code, got, _ := runCLI(nil, "digest", "sub"); code != 0 || !strings.HasSuffix(got, "  sub/deep.txt\n") {
