@@ -567,3 +567,39 @@ func FuzzParseStatement(f *testing.F) {
 		}
 	})
 }
+
+func TestHashFilesErrors(t *testing.T) {
+	dir := t.TempDir()
+	var files []ArtifactFile
+	for i := 0; i < 50; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("f%02d", i))
+		writeFileT(t, p, []byte(p))
+		files = append(files, ArtifactFile{Name: filepath.Base(p), Path: p})
+	}
+	files[30].Path = filepath.Join(dir, "vanished")
+	_, err := HashFiles(context.Background(), files, SHA256, 2, nil)
+	if err == nil || !strings.Contains(err.Error(), "hash f30") || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("err = %v, want the vanished file named", err)
+	}
+	ds, errs, err := HashFilesAll(context.Background(), files, SHA256, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range files {
+		if (errs[i] != nil) != (i == 30) || (i != 30 && ds[i].Name != files[i].Name) {
+			t.Fatalf("file %d: err %v digest %+v", i, errs[i], ds[i])
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := HashFiles(ctx, files[:3], SHA256, 1, nil); err == nil {
+		t.Fatal("cancelled context hashed anyway")
+	}
+}
+
+func writeFileT(t *testing.T, p string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -215,12 +215,34 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // HashFiles hashes files in parallel (up to workers, default GOMAXPROCS)
-// and returns the digests in the order of files. progress, if not nil, is
-// called after each file with the number done so far (from one goroutine at
-// a time).
+// and returns the digests in the order of files. It stops at the first
+// failure. progress, if not nil, is called after each file with the number
+// done so far (from one goroutine at a time).
 func HashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, workers int, progress func(done int)) ([]ArtifactDigest, error) {
-	if _, err := alg.New(); err != nil {
+	out, errs, err := hashFiles(ctx, files, alg, workers, true, progress)
+	if err != nil {
 		return nil, err
+	}
+	// Report the real failure, not the cancellations it caused.
+	for _, real := range []bool{true, false} {
+		for i, e := range errs {
+			if e != nil && (!real || !errors.Is(e, context.Canceled)) {
+				return nil, fmt.Errorf("hash %s: %w", files[i].Name, e)
+			}
+		}
+	}
+	return out, nil
+}
+
+// HashFilesAll hashes every file it can, like sha256sum: errs[i] is the
+// failure of files[i] (nil on success, then digests[i] is valid).
+func HashFilesAll(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, workers int) (digests []ArtifactDigest, errs []error, err error) {
+	return hashFiles(ctx, files, alg, workers, false, nil)
+}
+
+func hashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, workers int, failFast bool, progress func(done int)) ([]ArtifactDigest, []error, error) {
+	if _, err := alg.New(); err != nil {
+		return nil, nil, err
 	}
 	if alg == "" {
 		alg = SHA256
@@ -234,12 +256,12 @@ func HashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, wor
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	out := make([]ArtifactDigest, len(files))
+	errs := make([]error, len(files))
 	jobs := make(chan int)
 	var (
-		mu       sync.Mutex
-		firstErr error
-		done     int
-		wg       sync.WaitGroup
+		mu   sync.Mutex
+		done int
+		wg   sync.WaitGroup
 	)
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
@@ -248,20 +270,20 @@ func HashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, wor
 			buf := make([]byte, hashBufSize)
 			for i := range jobs {
 				sum, n, err := hashFile(ctx, files[i].Path, alg, buf)
-				mu.Lock()
 				if err != nil {
-					if firstErr == nil {
-						firstErr = fmt.Errorf("hash %s: %w", files[i].Name, err)
+					errs[i] = err
+					if failFast {
 						cancel()
 					}
-				} else {
-					out[i] = ArtifactDigest{ArtifactFile: files[i], Algorithm: alg, Digest: sum, Size: n}
-					done++
-					if progress != nil {
-						progress(done)
-					}
+					continue
 				}
-				mu.Unlock()
+				out[i] = ArtifactDigest{ArtifactFile: files[i], Algorithm: alg, Digest: sum, Size: n}
+				if progress != nil {
+					mu.Lock()
+					done++
+					progress(done)
+					mu.Unlock()
+				}
 			}
 		}()
 	}
@@ -275,13 +297,17 @@ feed:
 	}
 	close(jobs)
 	wg.Wait()
-	if firstErr != nil {
-		return nil, firstErr
+	if failFast {
+		for _, e := range errs {
+			if e != nil && !errors.Is(e, context.Canceled) {
+				return out, errs, nil
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("hashing interrupted: %w", err)
+		return nil, nil, fmt.Errorf("hashing interrupted: %w", err)
 	}
-	return out, nil
+	return out, errs, nil
 }
 
 // DigestTargets lists the files of one `signet digest` argument: a file is

@@ -310,13 +310,38 @@ func runDigest(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	code := exitOK
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	defer w.Flush()
+	fail := func(msg string) {
+		w.Flush()
+		fmt.Fprintf(stderr, "signet: %s\n", msg)
+		code = exitFailed
+	}
+	// Hash runs of file arguments in one parallel pass; print in argument order.
+	var pending []core.ArtifactFile
+	flush := func() {
+		if len(pending) == 0 {
+			return
+		}
+		digests, errs, err := core.HashFilesAll(ctx, pending, a, 0)
+		if err != nil {
+			fail(err.Error())
+			pending = nil
+			return
+		}
+		for i, d := range digests {
+			if errs[i] != nil {
+				fail(pending[i].Name + ": " + errs[i].Error())
+				continue
+			}
+			w.WriteString(core.SumLine(d.Hex(), d.Name))
+		}
+		pending = nil
+	}
 	for _, p := range fs.Args() {
 		if p == "-" { // standard input, as sha256sum
+			flush()
 			sum, _, err := core.HashReader(ctx, stdin, a)
 			if err != nil {
-				w.Flush()
-				fmt.Fprintf(stderr, "signet: -: %v\n", err)
-				code = exitFailed
+				fail("-: " + err.Error())
 				continue
 			}
 			w.WriteString(core.SumLine(hex.EncodeToString(sum), "-"))
@@ -324,21 +349,12 @@ func runDigest(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		}
 		files, err := core.DigestTargets(p)
 		if err != nil {
-			w.Flush()
-			fmt.Fprintf(stderr, "signet: %v\n", err)
-			code = exitFailed
+			flush()
+			fail(err.Error())
 			continue
 		}
-		digests, err := core.HashFiles(ctx, files, a, 0, nil)
-		if err != nil {
-			w.Flush()
-			fmt.Fprintf(stderr, "signet: %v\n", err)
-			code = exitFailed
-			continue
-		}
-		for _, d := range digests {
-			w.WriteString(core.SumLine(d.Hex(), d.Name))
-		}
+		pending = append(pending, files...)
 	}
+	flush()
 	return code
 }
