@@ -195,7 +195,7 @@ func (a *AuditLog) run() {
 		}
 		if err == nil {
 			start := time.Now()
-			err = a.f.Sync()
+			err = syncData(a.f)
 			a.fsync(time.Since(start), len(batch))
 		}
 		if err != nil {

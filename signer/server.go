@@ -319,6 +319,10 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, rq, e)
 		return
 	}
+	// The audit record does not depend on the signatures, so it is written
+	// (and fsync'd, shared with concurrent requests) while the HSM signs;
+	// the answer waits for both.
+	audited := s.auditAsync(rq)
 	sigs := make([]core.Signature, len(req.Digests))
 	var firstErr error
 	var errOnce sync.Once
@@ -344,20 +348,49 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 	}
 	close(work)
 	wg.Wait()
-	if firstErr != nil {
-		s.log.Error("hsm signing failed", "key", rq.key.Name, "request_id", rq.rid, "err", firstErr)
-		s.refuse(w, rq, newErr(http.StatusServiceUnavailable, core.ErrCodeHSMUnavailable, "key backend failed to sign: retry later"))
-		return
-	}
-	rq.rec.Decision = "allow"
-	ref, err := s.audit.Append(rq.rec)
-	if err != nil {
-		s.metrics.Requests.WithLabelValues("sign", core.ErrCodeInternal).Inc()
-		writeJSON(w, http.StatusInternalServerError, core.ErrorBody{Error: core.APIError{Code: core.ErrCodeInternal, Message: "audit log unavailable; no signature returned", RequestID: rq.rid}})
+	ref, ok := s.finish(w, rq, audited, firstErr)
+	if !ok {
 		return
 	}
 	s.metrics.Requests.WithLabelValues("sign", "ok").Inc()
 	writeJSON(w, http.StatusOK, core.SignResponse{Key: rq.key.Info, Signatures: sigs, Audit: ref})
+}
+
+type auditResult struct {
+	ref core.AuditRef
+	err error
+}
+
+// auditAsync appends the "allow" record of rq in the background.
+func (s *Server) auditAsync(rq *request) <-chan auditResult {
+	rq.rec.Decision = "allow"
+	rec := *rq.rec
+	ch := make(chan auditResult, 1)
+	go func() {
+		ref, err := s.audit.Append(&rec)
+		ch <- auditResult{ref, err}
+	}()
+	return ch
+}
+
+// finish waits for the audit record and handles signing or audit failures.
+// It reports false when it has already answered with an error.
+func (s *Server) finish(w http.ResponseWriter, rq *request, audited <-chan auditResult, signErr error) (core.AuditRef, bool) {
+	res := <-audited
+	if res.err != nil {
+		s.log.Error("audit append failed; no signature returned", "request_id", rq.rid, "err", res.err)
+		s.metrics.Requests.WithLabelValues(rq.endpoint, core.ErrCodeInternal).Inc()
+		writeJSON(w, http.StatusInternalServerError, core.ErrorBody{Error: core.APIError{Code: core.ErrCodeInternal, Message: "audit log unavailable; no signature returned", RequestID: rq.rid}})
+		return core.AuditRef{}, false
+	}
+	if signErr != nil {
+		// The allow record is on disk; a second record says that nothing
+		// was handed out.
+		s.log.Error("hsm signing failed", "key", rq.key.Name, "request_id", rq.rid, "err", signErr)
+		s.refuse(w, rq, newErr(http.StatusServiceUnavailable, core.ErrCodeHSMUnavailable, "key backend failed to sign (audit seq %d voided): retry later", res.ref.Seq))
+		return core.AuditRef{}, false
+	}
+	return res.ref, true
 }
 
 func (s *Server) checkDigests(rq *request, ds []core.DigestRequest) *apiErr {
@@ -419,18 +452,11 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, rq, e)
 		return
 	}
+	audited := s.auditAsync(rq)
 	pae := core.PAE(core.PayloadTypeInToto, stmt)
 	sig, err := s.signOne(rq.key, func() ([]byte, error) { return rq.key.SignMessage(pae) })
-	if err != nil {
-		s.log.Error("hsm signing failed", "key", rq.key.Name, "request_id", rq.rid, "err", err)
-		s.refuse(w, rq, newErr(http.StatusServiceUnavailable, core.ErrCodeHSMUnavailable, "key backend failed to sign: retry later"))
-		return
-	}
-	rq.rec.Decision = "allow"
-	ref, err := s.audit.Append(rq.rec)
-	if err != nil {
-		s.metrics.Requests.WithLabelValues("attest", core.ErrCodeInternal).Inc()
-		writeJSON(w, http.StatusInternalServerError, core.ErrorBody{Error: core.APIError{Code: core.ErrCodeInternal, Message: "audit log unavailable; no signature returned", RequestID: rq.rid}})
+	ref, ok := s.finish(w, rq, audited, err)
+	if !ok {
 		return
 	}
 	s.metrics.Requests.WithLabelValues("attest", "ok").Inc()
