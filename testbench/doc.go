@@ -100,6 +100,10 @@
 //	atomic outputs in the client           fault/signer-down, fault/signer-slow,
 //	                                       fault/hsm-unavailable, hostile/cli-* (no partial outputs)
 //
+// RunMutants (signet-testbench --mutants, TestMutants) proves the first five
+// lines: it removes each protection from a copy of signetd's source
+// (testbench.Mutants), builds it, swaps it in and requires its rows to fail.
+//
 // A kill -9 alone cannot show a missing fsync (the page cache outlives the
 // process), so the fsync row watches the syscalls; it needs strace.
 package testbench

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -68,8 +69,11 @@ type row struct {
 
 // MatrixOptions select the parts of the matrix.
 type MatrixOptions struct {
-	// Only runs rows whose scenario name contains this string (all when empty).
+	// Only runs rows whose scenario name contains this string (all when empty);
+	// the audit/ rows always run.
 	Only string
+	// Rows, when set, runs exactly the rows with these scenario names.
+	Rows []string
 	// SkipLoad leaves out the load and crash rows.
 	SkipLoad bool
 	// Load configures the load/crash rows.
@@ -84,6 +88,9 @@ func (b *Bench) RunMatrix(ctx context.Context, opts MatrixOptions) []Result {
 	var results []Result
 	for _, r := range rows {
 		if opts.Only != "" && !strings.Contains(r.name, opts.Only) && !strings.HasPrefix(r.name, "audit/") {
+			continue
+		}
+		if len(opts.Rows) > 0 && !slices.Contains(opts.Rows, r.name) {
 			continue
 		}
 		start := time.Now()

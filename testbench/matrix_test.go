@@ -131,3 +131,17 @@ func TestAnalyseStrace(t *testing.T) {
 		})
 	}
 }
+
+// TestMutants removes each protection (audience check, issuer allowlist,
+// policy, provenance identity check, audit fsync) from a copy of signetd and
+// checks that the rows named for it turn red.
+func TestMutants(t *testing.T) {
+	b := sharedBench(t)
+	for _, r := range b.RunMutants(t.Context(), Mutants) {
+		t.Run(r.Scenario, func(t *testing.T) {
+			if !r.Pass {
+				t.Errorf("expected %q, got %q: %s", r.Expected, r.Got, r.Detail)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@
 //
 //	signet-testbench [--json FILE] [--only SUBSTR] [--no-load] [--jobs N] [--workers N]
 //	                 [--scale] [--scale-n N] [--scale-sample N] [--keep] [--dir DIR]
+//	                 [--mutants] [--signet BIN --signetd BIN]
 package main
 
 import (
@@ -46,9 +47,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	scale := fs.Bool("scale", false, "also run the scale comparison (10,000 artifacts vs a cosign sign-blob loop)")
 	scaleN := fs.Int("scale-n", 10000, "artifacts in the scale comparison")
 	scaleSample := fs.Int("scale-sample", 20, "cosign sign-blob runs timed and extrapolated")
+	mutants := fs.Bool("mutants", false, "also remove each protection from a copy of signetd and check that its rows turn red")
 	keep := fs.Bool("keep", false, "keep the working directory")
 	dir := fs.String("dir", "", "working directory (default: a new temp dir)")
 	verbose := fs.Bool("v", false, "debug logs")
+	signetBin := fs.String("signet", "", "use this signet binary instead of building cmd/signet")
+	signetdBin := fs.String("signetd", "", "use this signetd binary instead of building cmd/signetd")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -88,7 +92,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	start := time.Now()
 	log.Info("setting up: CA, issuers, SoftHSM2 keys, signetd", "dir", work)
-	b, err := testbench.NewBench(ctx, testbench.BenchOptions{Dir: work, Logger: log})
+	if (*signetBin == "") != (*signetdBin == "") {
+		fmt.Fprintln(stderr, "signet-testbench: give both --signet and --signetd, or neither")
+		return 2
+	}
+	b, err := testbench.NewBench(ctx, testbench.BenchOptions{Dir: work, Logger: log,
+		Binaries: testbench.Binaries{Signet: *signetBin, Signetd: *signetdBin}})
 	if err != nil {
 		fmt.Fprintf(stderr, "signet-testbench: setup failed: %v\n", err)
 		return 1
@@ -99,6 +108,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	results := b.RunMatrix(ctx, testbench.MatrixOptions{Only: *only, SkipLoad: *noLoad,
 		Load: testbench.LoadOptions{Jobs: *jobs, Workers: *workers}})
 	rep := report{Results: results, Total: len(results)}
+	if *mutants {
+		log.Info("mutants: removing one protection at a time", "count", len(testbench.Mutants))
+		mr := b.RunMutants(ctx, testbench.Mutants)
+		rep.Results = append(rep.Results, mr...)
+		rep.Total += len(mr)
+	}
 	if *scale {
 		log.Info("scale comparison", "artifacts", *scaleN, "cosign sample", *scaleSample)
 		sr, err := b.RunScale(ctx, testbench.ScaleOptions{Artifacts: *scaleN, CosignSample: *scaleSample})
