@@ -84,6 +84,7 @@ type AuditLog struct {
 	done  chan struct{}
 	fsync func(time.Duration, int) // metrics hook: fsync latency, batch size
 
+	size    int64      // bytes of complete records (owned by run)
 	mu      sync.Mutex // guards seq/last/closed for readers
 	seq     uint64
 	last    string
@@ -121,7 +122,8 @@ func OpenAuditLog(path string, log *slog.Logger, fsyncHook func(time.Duration, i
 			return nil, fmt.Errorf("truncate torn audit record: %w", err)
 		}
 	}
-	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -129,7 +131,7 @@ func OpenAuditLog(path string, log *slog.Logger, fsyncHook func(time.Duration, i
 		fsyncHook = func(time.Duration, int) {}
 	}
 	a := &AuditLog{f: f, log: log, reqs: make(chan *auditReq, 4096), done: make(chan struct{}),
-		fsync: fsyncHook, seq: res.count, last: res.last}
+		fsync: fsyncHook, seq: res.count, last: res.last, size: size}
 	go a.run()
 	return a, nil
 }
@@ -200,13 +202,17 @@ func (a *AuditLog) run() {
 		}
 		if err != nil {
 			a.log.Error("audit write failed; refusing to answer", "err", err)
-			// Do not advance the chain; the bytes may be partially on disk,
-			// in which case the restart check reports it.
+			// Do not advance the chain; cut any partial bytes so the next
+			// batch continues from the last complete record.
+			if terr := a.f.Truncate(a.size); terr == nil {
+				_, _ = a.f.Seek(a.size, io.SeekStart)
+			}
 			for _, req := range batch {
 				req.resp <- auditResp{err: fmt.Errorf("audit log write: %w", err)}
 			}
 			continue
 		}
+		a.size += int64(buf.Len())
 		a.mu.Lock()
 		a.seq, a.last = seq, last
 		a.mu.Unlock()

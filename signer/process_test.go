@@ -259,3 +259,42 @@ func TestKeysCLI(t *testing.T) {
 		t.Fatalf("invalid config: %d %s", code, out)
 	}
 }
+
+// A real signetd process serving TLS; a file: key (development) warns.
+func TestServeTLSProcess(t *testing.T) {
+	dir := t.TempDir()
+	addr := freePort(t)
+	cert, key, err := fx.ca.WriteServerCert(dir, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := writeProcessConfig(t, dir, addr, filepath.Join(dir, "audit.jsonl"))
+	b, _ := os.ReadFile(cfgPath)
+	os.WriteFile(cfgPath, append(b, []byte(fmt.Sprintf("tls: {cert: %s, key: %s}\n", cert, key))...), 0o600)
+	cmd := exec.Command(fx.signetd, "serve", "--config", cfgPath)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: fx.ca.TLSClientConfig()}}
+	var resp *http.Response
+	for i := 0; i < 200; i++ {
+		if resp, err = client.Get("https://" + addr + "/readyz"); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("readyz over TLS: %v %v\n%s", resp, err, logs.String())
+	}
+	resp.Body.Close()
+	// Plain HTTP to the TLS port does not get an API answer.
+	if r, err := http.Get("http://" + addr + "/readyz"); err == nil && r.StatusCode == http.StatusOK {
+		t.Fatal("plain HTTP served on a TLS listener")
+	}
+	if strings.Contains(logs.String(), "plain HTTP") {
+		t.Fatalf("TLS server warned about plain HTTP:\n%s", logs.String())
+	}
+}
