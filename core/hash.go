@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // HashAlgorithm names a digest algorithm as in-toto spells it.
@@ -257,8 +258,8 @@ func hashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, wor
 	defer cancel()
 	out := make([]ArtifactDigest, len(files))
 	errs := make([]error, len(files))
-	jobs := make(chan int)
 	var (
+		next atomic.Int64 // workers claim files by index: no channel hand-off per file
 		mu   sync.Mutex
 		done int
 		wg   sync.WaitGroup
@@ -268,7 +269,11 @@ func hashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, wor
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, hashBufSize)
-			for i := range jobs {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(files) || ctx.Err() != nil {
+					return
+				}
 				sum, n, err := hashFile(ctx, files[i].Path, alg, buf)
 				if err != nil {
 					errs[i] = err
@@ -287,15 +292,6 @@ func hashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, wor
 			}
 		}()
 	}
-feed:
-	for i := range files {
-		select {
-		case jobs <- i:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
 	wg.Wait()
 	if failFast {
 		for _, e := range errs {
