@@ -214,6 +214,10 @@ func (b *Bench) rows(opts MatrixOptions) []row {
 			return b.tamperRun(ctx, t.what, t.platform, t.key)
 		}})
 	}
+	// A verifier expecting another source, ref or builder must refuse.
+	rows = append(rows, row{"verify/wrong-expectations", "gitlab", "p256", "rejected: repo, ref, builder", func(ctx context.Context) (string, string) {
+		return b.wrongExpectations(ctx)
+	}})
 	// Faults.
 	rows = append(rows,
 		row{"fault/signer-503-then-recovers", "github", "p256", OutcomeVerified, func(ctx context.Context) (string, string) {
@@ -373,9 +377,9 @@ func (b *Bench) signJob(ctx context.Context, name string, j job) (ws, out string
 	if signer == "" {
 		signer = b.Proxy.URL
 	}
-	platform := strings.TrimSuffix(j.platform, "-folder")
+	// No --platform: the CLI detects the platform from the environment.
 	args := []string{"sign", "--signer", signer, "--audience", DefaultAudience, "--key", j.key,
-		"--output-dir", out, "--ca-cert", b.CA.CAPath, "--platform", platform}
+		"--output-dir", out, "--ca-cert", b.CA.CAPath}
 	if j.tokenOverride != "" {
 		args = append(args, "--token-env", "SIGNET_TEST_TOKEN")
 	}
@@ -400,6 +404,21 @@ func (b *Bench) expectedRepo(platform string) string {
 		return b.GitLab.BaseURL + "/" + GitLabProjectPath
 	default:
 		return JenkinsGitURL
+	}
+}
+
+// expectedBuilder is the builder id and source ref the provenance must carry
+// (DESIGN.md identity table), computed here independently of core.
+func (b *Bench) expectedBuilder(platform string) (builder, ref string) {
+	switch platform {
+	case "github":
+		return GitHubServerURL + "/" + GitHubRepository + "/.github/workflows/release.yml@refs/heads/main", "refs/heads/main"
+	case "gitlab":
+		return "https://" + b.GitLab.Host() + "/" + GitLabProjectPath + "//.gitlab-ci.yml@refs/heads/main", "refs/heads/main"
+	case "jenkins-folder":
+		return b.JenkinsFolder.JobURL, JenkinsBranch
+	default:
+		return b.Jenkins.JobURL, JenkinsBranch
 	}
 }
 
@@ -429,8 +448,9 @@ func (b *Bench) verifyAll(ctx context.Context, ws, out string, names []string, p
 	for _, n := range names {
 		art := filepath.Join(ws, n)
 		sig := filepath.Join(out, n+".sig")
+		builder, ref := b.expectedBuilder(platform)
 		r := run(ctx, ws, nil, b.Bins.Signet, "verify", "--public-key", k.PubPath, "--signature", sig,
-			"--provenance", prov, "--source-repo", b.expectedRepo(platform), art)
+			"--provenance", prov, "--source-repo", b.expectedRepo(platform), "--builder-id", builder, "--ref", ref, art)
 		if r.Exit != 0 {
 			return "signet verify failed", n + ": " + r.tail()
 		}
@@ -665,6 +685,40 @@ func (b *Bench) tamperRun(ctx context.Context, what, platform, key string) (stri
 		return "accepted by " + strings.Join(accepted, ", "), ""
 	}
 	return OutcomeRejected, ""
+}
+
+// wrongExpectations signs, then runs signet verify with one expectation wrong at a time.
+func (b *Bench) wrongExpectations(ctx context.Context) (string, string) {
+	ws, out, names, res, err := b.signJob(ctx, "wrong-expectations", job{platform: "gitlab", key: "p256"})
+	if err != nil {
+		return "setup error", err.Error()
+	}
+	if res.Exit != 0 {
+		return fmt.Sprintf("sign exit %d", res.Exit), res.tail()
+	}
+	k := b.Keys["p256"]
+	builder, ref := b.expectedBuilder("gitlab")
+	repo := b.expectedRepo("gitlab")
+	base := []string{"verify", "--public-key", k.PubPath, "--signature", filepath.Join(out, names[0]+".sig"),
+		"--provenance", filepath.Join(out, "provenance.intoto.jsonl")}
+	if r := run(ctx, ws, nil, b.Bins.Signet, append(base, "--source-repo", repo, "--ref", ref, "--builder-id", builder, names[0])...); r.Exit != 0 {
+		return "right expectations rejected", r.tail()
+	}
+	var accepted []string
+	for _, c := range []struct{ what, repo, ref, builder string }{
+		{"repo", repo + "-fork", ref, builder},
+		{"ref", repo, "refs/tags/v*", builder},
+		{"builder", repo, ref, builder + "-evil"},
+	} {
+		r := run(ctx, ws, nil, b.Bins.Signet, append(base, "--source-repo", c.repo, "--ref", c.ref, "--builder-id", c.builder, names[0])...)
+		if r.Exit != 1 {
+			accepted = append(accepted, fmt.Sprintf("%s (exit %d)", c.what, r.Exit))
+		}
+	}
+	if len(accepted) > 0 {
+		return "not rejected: " + strings.Join(accepted, ", "), ""
+	}
+	return "rejected: repo, ref, builder", ""
 }
 
 // fault503: the proxy answers 503 three times; the client retries and succeeds.
