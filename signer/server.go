@@ -319,10 +319,6 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, rq, e)
 		return
 	}
-	// The audit record does not depend on the signatures, so it is written
-	// (and fsync'd, shared with concurrent requests) while the HSM signs;
-	// the answer waits for both.
-	audited := s.auditAsync(rq)
 	sigs := make([]core.Signature, len(req.Digests))
 	var firstErr error
 	var errOnce sync.Once
@@ -348,7 +344,7 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 	}
 	close(work)
 	wg.Wait()
-	ref, ok := s.finish(w, rq, audited, firstErr)
+	ref, ok := s.finish(w, rq, firstErr)
 	if !ok {
 		return
 	}
@@ -356,41 +352,25 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, core.SignResponse{Key: rq.key.Info, Signatures: sigs, Audit: ref})
 }
 
-type auditResult struct {
-	ref core.AuditRef
-	err error
-}
-
-// auditAsync appends the "allow" record of rq in the background.
-func (s *Server) auditAsync(rq *request) <-chan auditResult {
+// finish audits the outcome of signing: one record per request, so the log
+// holds exactly one record per answer. The allow record is on disk (fsync,
+// shared with concurrent requests by group commit) before any signature is
+// returned. It reports false when it has already answered with an error.
+func (s *Server) finish(w http.ResponseWriter, rq *request, signErr error) (core.AuditRef, bool) {
+	if signErr != nil {
+		s.log.Error("hsm signing failed", "key", rq.key.Name, "request_id", rq.rid, "err", signErr)
+		s.refuse(w, rq, newErr(http.StatusServiceUnavailable, core.ErrCodeHSMUnavailable, "key backend failed to sign: retry later"))
+		return core.AuditRef{}, false
+	}
 	rq.rec.Decision = "allow"
-	rec := *rq.rec
-	ch := make(chan auditResult, 1)
-	go func() {
-		ref, err := s.audit.Append(&rec)
-		ch <- auditResult{ref, err}
-	}()
-	return ch
-}
-
-// finish waits for the audit record and handles signing or audit failures.
-// It reports false when it has already answered with an error.
-func (s *Server) finish(w http.ResponseWriter, rq *request, audited <-chan auditResult, signErr error) (core.AuditRef, bool) {
-	res := <-audited
-	if res.err != nil {
-		s.log.Error("audit append failed; no signature returned", "request_id", rq.rid, "err", res.err)
+	ref, err := s.audit.Append(rq.rec)
+	if err != nil {
+		s.log.Error("audit append failed; no signature returned", "request_id", rq.rid, "err", err)
 		s.metrics.Requests.WithLabelValues(rq.endpoint, core.ErrCodeInternal).Inc()
 		writeJSON(w, http.StatusInternalServerError, core.ErrorBody{Error: core.APIError{Code: core.ErrCodeInternal, Message: "audit log unavailable; no signature returned", RequestID: rq.rid}})
 		return core.AuditRef{}, false
 	}
-	if signErr != nil {
-		// The allow record is on disk; a second record says that nothing
-		// was handed out.
-		s.log.Error("hsm signing failed", "key", rq.key.Name, "request_id", rq.rid, "err", signErr)
-		s.refuse(w, rq, newErr(http.StatusServiceUnavailable, core.ErrCodeHSMUnavailable, "key backend failed to sign (audit seq %d voided): retry later", res.ref.Seq))
-		return core.AuditRef{}, false
-	}
-	return res.ref, true
+	return ref, true
 }
 
 func (s *Server) checkDigests(rq *request, ds []core.DigestRequest) *apiErr {
@@ -452,10 +432,9 @@ func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, rq, e)
 		return
 	}
-	audited := s.auditAsync(rq)
 	pae := core.PAE(core.PayloadTypeInToto, stmt)
 	sig, err := s.signOne(rq.key, func() ([]byte, error) { return rq.key.SignMessage(pae) })
-	ref, ok := s.finish(w, rq, audited, err)
+	ref, ok := s.finish(w, rq, err)
 	if !ok {
 		return
 	}

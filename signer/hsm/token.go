@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
@@ -36,10 +37,12 @@ type Token struct {
 	pin     string
 	maxSess int
 
-	mu     sync.RWMutex
-	conn   *conn
-	gen    uint64
-	closed bool
+	mu      sync.RWMutex
+	conn    *conn // nil while disconnected
+	gen     uint64
+	closed  bool
+	lastTry time.Time
+	lastErr error
 }
 
 // conn is one generation of the connection: a crypto11 context (which owns
@@ -223,15 +226,34 @@ func (c *conn) release(s pkcs11.SessionHandle, bad bool) {
 
 func (t *Token) current() (*conn, uint64, error) {
 	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if t.closed {
+	c, gen, closed := t.conn, t.gen, t.closed
+	t.mu.RUnlock()
+	if closed {
 		return nil, 0, errors.New("pkcs11 token is closed")
+	}
+	if c != nil {
+		return c, gen, nil
+	}
+	// Disconnected after a token error: try again (rate-limited).
+	if err := t.reconnect(gen); err != nil {
+		return nil, 0, err
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.conn == nil {
+		return nil, 0, fmt.Errorf("%s unavailable: %w", t.describe(), t.lastErr)
 	}
 	return t.conn, t.gen, nil
 }
 
+// reconnectGap bounds reconnect attempts while a token stays unavailable.
+const reconnectGap = time.Second
+
 // reconnect replaces the connection of generation gen (no-op when another
-// goroutine already did).
+// goroutine already did). The old connection is closed first so that, when it
+// held the last reference, the module is finalized and re-initialized: SoftHSM
+// and many HSM libraries only rediscover a token that came back on
+// C_Initialize.
 func (t *Token) reconnect(gen uint64) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -241,31 +263,43 @@ func (t *Token) reconnect(gen uint64) error {
 	if t.gen != gen {
 		return nil
 	}
-	old := t.conn
+	if t.conn == nil && time.Since(t.lastTry) < reconnectGap {
+		return fmt.Errorf("%s unavailable: %w", t.describe(), t.lastErr)
+	}
+	t.lastTry = time.Now()
+	if t.conn != nil {
+		t.conn.close() // waits for in-flight operations to return their sessions
+		t.conn = nil
+	}
+	t.gen++
 	c, err := t.connect()
 	if err != nil {
+		t.lastErr = err
 		return fmt.Errorf("reconnect: %w", err)
 	}
 	t.conn = c
-	t.gen++
-	go old.close() // waits for in-flight crypto11 operations to return their sessions
+	t.lastErr = nil
 	return nil
 }
 
-// Ping checks that the token is reachable (for /readyz).
+// Ping checks that the token is reachable (for /readyz); after a failure it
+// reconnects, so a token that comes back is picked up without a restart.
 func (t *Token) Ping() error {
 	c, gen, err := t.current()
 	if err != nil {
 		return err
 	}
 	if _, err := c.raw.GetTokenInfo(c.slot); err != nil {
-		if IsTokenError(err) {
-			if rerr := t.reconnect(gen); rerr != nil {
-				return fmt.Errorf("%s unreachable: %w", t.describe(), rerr)
-			}
-			return nil
+		if rerr := t.reconnect(gen); rerr != nil {
+			return fmt.Errorf("%s unreachable: %w", t.describe(), rerr)
 		}
-		return fmt.Errorf("%s unreachable: %w", t.describe(), err)
+		c, _, err = t.current()
+		if err != nil {
+			return err
+		}
+		if _, err := c.raw.GetTokenInfo(c.slot); err != nil {
+			return fmt.Errorf("%s unreachable: %w", t.describe(), err)
+		}
 	}
 	return nil
 }
@@ -278,7 +312,10 @@ func (t *Token) Close() error {
 		return nil
 	}
 	t.closed = true
-	t.conn.close()
+	if t.conn != nil {
+		t.conn.close()
+		t.conn = nil
+	}
 	return nil
 }
 
