@@ -150,7 +150,8 @@ provenance (DSSE JSON lines). Artifacts never leave this machine. Outputs are
 written atomically; signer.pub holds the key's public key (and chain).
 
 Every flag can also be given as SIGNET_<FLAG>, e.g. SIGNET_SIGNER, SIGNET_KEY,
-SIGNET_OUTPUT_DIR, SIGNET_CA_CERT.
+SIGNET_OUTPUT_DIR, SIGNET_CA_CERT; a flag on the command line wins. With no
+ARTIFACT argument, SIGNET_ARTIFACTS lists them (separated by spaces or newlines).
 
 Flags:
 `)

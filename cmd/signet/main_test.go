@@ -115,3 +115,14 @@ func TestApplyEnvFillsUnsetFlagsOnly(t *testing.T) {
 		t.Fatalf("signer %q out %q ca %q", *signer, *outDir, *caCert)
 	}
 }
+
+func TestSignArtifactsFromEnv(t *testing.T) {
+	// With no ARTIFACT argument, SIGNET_ARTIFACTS names them (the GitLab
+	// component passes them that way); a missing one is a usage error naming it.
+	env := map[string]string{"SIGNET_SIGNER": "https://127.0.0.1:1", "SIGNET_AUDIENCE": "a", "SIGNET_KEY": "k",
+		"SIGNET_PLATFORM": "jenkins", "SIGNET_ARTIFACTS": "/nonexistent/one.bin\n/nonexistent/two.bin"}
+	code, _, errOut := runCLI(env, "sign")
+	if code != 2 || !strings.Contains(errOut, `"/nonexistent/one.bin" does not exist`) {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+}
