@@ -67,6 +67,8 @@ type Bench struct {
 	Proxy  *Proxy
 	Keys   map[string]KeySpec
 	Log    *slog.Logger
+	// LastLoad is the report of the last load row (nil before).
+	LastLoad *LoadReport
 
 	cancel context.CancelFunc
 }

@@ -237,12 +237,11 @@ func (b *Bench) rows(opts MatrixOptions) []row {
 		}},
 	)
 	if !opts.SkipLoad {
-		var rep *LoadReport
 		lo := opts.Load
 		rows = append(rows,
 			row{"load/parallel-ci-jobs", "mixed", "p256", "all signed", func(ctx context.Context) (string, string) {
 				r, err := b.RunLoad(ctx, lo)
-				rep = r
+				b.LastLoad = r
 				if err != nil {
 					return "error", err.Error()
 				}
@@ -255,7 +254,6 @@ func (b *Bench) rows(opts MatrixOptions) []row {
 				return b.crashRun(ctx, lo)
 			}},
 		)
-		_ = rep
 	}
 	rows = append(rows,
 		row{"audit/fsync-before-answer", "-", "p256", "fsync precedes every answer", func(ctx context.Context) (string, string) {

@@ -34,6 +34,7 @@ type report struct {
 	Total   int                    `json:"total"`
 	Seconds float64                `json:"seconds"`
 	Scale   *testbench.ScaleReport `json:"scale,omitempty"`
+	Load    *testbench.LoadReport  `json:"load,omitempty"`
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -107,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	results := b.RunMatrix(ctx, testbench.MatrixOptions{Only: *only, SkipLoad: *noLoad,
 		Load: testbench.LoadOptions{Jobs: *jobs, Workers: *workers}})
-	rep := report{Results: results, Total: len(results)}
+	rep := report{Results: results, Total: len(results), Load: b.LastLoad}
 	if *mutants {
 		log.Info("mutants: removing one protection at a time", "count", len(testbench.Mutants))
 		mr := b.RunMutants(ctx, testbench.Mutants)
