@@ -95,6 +95,10 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, core.ErrorBody{Error: core.APIError{Code: "not_found",
+			Message: fmt.Sprintf("no endpoint %s %s: use POST /v1/sign, POST /v1/attest, GET /v1/keys", r.Method, r.URL.Path)}})
+	})
 	return mux
 }
 
