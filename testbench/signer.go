@@ -54,29 +54,24 @@ func ModuleRoot() (string, error) {
 	return "", errors.New("cannot find the github.com/signet-ci/signet module (run from inside the repository)")
 }
 
-// BuildBinaries builds cmd/signet and cmd/signetd into dir (in parallel).
+// BuildBinaries builds cmd/signet and cmd/signetd into dir (one go build,
+// so shared packages compile once).
 func BuildBinaries(ctx context.Context, dir string) (Binaries, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return Binaries{}, err
 	}
-	b := Binaries{Signet: filepath.Join(dir, "signet"), Signetd: filepath.Join(dir, "signetd")}
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, t := range []struct{ out, pkg string }{{b.Signet, "./cmd/signet"}, {b.Signetd, "./cmd/signetd"}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmd := exec.CommandContext(ctx, "go", "build", "-o", t.out, t.pkg)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("go build %s: %w\n%s", t.pkg, err, out)
-			}
-		}()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Binaries{}, fmt.Errorf("build binaries: %w", err)
 	}
-	wg.Wait()
-	return b, errors.Join(errs...)
+	b := Binaries{Signet: filepath.Join(dir, "signet"), Signetd: filepath.Join(dir, "signetd")}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(filepath.Separator), "./cmd/signet", "./cmd/signetd")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return Binaries{}, fmt.Errorf("go build ./cmd/signet ./cmd/signetd: %w\n%s", err, out)
+	}
+	return b, nil
 }
 
 // SignerConfig is signer.yaml (DESIGN.md "Signer configuration").
