@@ -251,8 +251,12 @@ func (b *Bench) crashRun(ctx context.Context, opts LoadOptions) (string, string)
 	if err != nil {
 		return "setup error", err.Error()
 	}
-	var restartErr error
-	killed := false
+	var (
+		restartErr  error
+		killed      bool
+		recsAtKill  int
+		restartTook time.Duration
+	)
 	rep := b.drive(ctx, s.URL, jobs, opts, func() {
 		b.Log.Info("crash: kill -9 signetd midway")
 		if err := s.Kill(); err != nil {
@@ -260,9 +264,13 @@ func (b *Bench) crashRun(ctx context.Context, opts LoadOptions) (string, string)
 			return
 		}
 		killed = true
-		time.Sleep(300 * time.Millisecond)
+		if recs, err := AuditRecords(s.AuditPath); err == nil {
+			recsAtKill = len(recs)
+		}
+		t0 := time.Now()
 		restartErr = s.Restart(ctx)
-		b.Log.Info("crash: signetd restarted", "err", restartErr)
+		restartTook = time.Since(t0)
+		b.Log.Info("crash: signetd restarted", "err", restartErr, "took", restartTook.Round(time.Millisecond))
 	})
 	if !killed || restartErr != nil {
 		return "kill/restart failed", fmt.Sprint(restartErr)
@@ -291,7 +299,8 @@ func (b *Bench) crashRun(ctx context.Context, opts LoadOptions) (string, string)
 		}
 	}
 	out, verr := AuditVerify(ctx, b.Bins.Signetd, s.AuditPath)
-	detail := fmt.Sprintf("%d answers received (%d jobs failed), %d records; %s", len(rep.Received), rep.Failed, len(recs), strings.TrimSpace(out))
+	detail := fmt.Sprintf("kill -9 after %d of %d jobs with %d records on disk, restarted in %s (clients retried); %d answers received (%d jobs failed), %d records; %s",
+		len(jobs)/2, len(jobs), recsAtKill, restartTook.Round(time.Millisecond), len(rep.Received), rep.Failed, len(recs), strings.TrimSpace(out))
 	switch {
 	case len(missing) > 0:
 		return fmt.Sprintf("%d received signatures not in the audit log", len(missing)), strings.Join(missing[:min(5, len(missing))], "; ")
