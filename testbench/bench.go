@@ -32,6 +32,9 @@ var MatrixKeys = []KeySpec{
 // Platforms of the matrix.
 var Platforms = []string{"github", "gitlab", "jenkins"}
 
+// JTIBudget is the bench signer's per-jti use budget (limits.jti_uses).
+const JTIBudget = 20
+
 // TagsOnlyKey only allows GitHub tokens for tags v*: a branch build is refused by policy.
 const TagsOnlyKey = "tags-only"
 
@@ -196,6 +199,9 @@ func (b *Bench) SignerConfig() SignerConfig {
 	}
 	cfg := SignerConfig{
 		Audience: DefaultAudience,
+		// A small jti budget (a job uses 2-5: sign, attest, retries) so the
+		// budget row is quick; max_digests 1000 is the documented default.
+		Limits: &SignerLimits{JTIUses: JTIBudget, MaxDigests: 1000, MaxTokenAge: "1h"},
 		Issuers: []SignerIssuer{
 			IssuerEntry("github", b.GitHub.Issuer),
 			IssuerEntry("gitlab", b.GitLab.Issuer),

@@ -1,11 +1,13 @@
 package testbench
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -178,6 +180,23 @@ func (b *Bench) rows(opts MatrixOptions) []row {
 			return b.directSign(ctx, tok, "p256")
 		}})
 	}
+	rows = append(rows,
+		row{"hostile/token-too-old", "gitlab", "p256", refused401, func(ctx context.Context) (string, string) {
+			// Still unexpired (a long job timeout), but issued beyond max_token_age.
+			now := time.Now()
+			tok, err := b.GitLab.Mint(map[string]any{"iat": now.Add(-3 * time.Hour).Unix(), "nbf": now.Add(-3 * time.Hour).Unix(), "exp": now.Add(time.Hour).Unix()})
+			if err != nil {
+				return "mint error", err.Error()
+			}
+			return b.directSign(ctx, tok, "p256")
+		}},
+		row{"hostile/jti-over-budget", "github", "p256", fmt.Sprintf("refused 401 %s at use %d", core.ErrCodeUnauthenticated, JTIBudget+1), func(ctx context.Context) (string, string) {
+			return b.jtiBudget(ctx)
+		}},
+		row{"hostile/too-many-digests", "github", "p256", "refused 413 " + core.ErrCodeTooLarge, func(ctx context.Context) (string, string) {
+			return b.tooManyDigests(ctx, 1001)
+		}},
+	)
 	rows = append(rows, row{"hostile/policy-branch-on-tags-key", "github", TagsOnlyKey, "refused 403 " + core.ErrCodePolicyDenied, func(ctx context.Context) (string, string) {
 		tok, err := b.GitHub.Mint(nil)
 		if err != nil {
@@ -552,6 +571,59 @@ func (b *Bench) directSign(ctx context.Context, token, key string) (string, stri
 		return outcome(err), err.Error()
 	}
 	return "signed", ""
+}
+
+// jtiBudget uses one GitHub token until the signer refuses it.
+func (b *Bench) jtiBudget(ctx context.Context) (string, string) {
+	tok, err := b.GitHub.Mint(nil)
+	if err != nil {
+		return "mint error", err.Error()
+	}
+	c, err := b.client(tok)
+	if err != nil {
+		return "client error", err.Error()
+	}
+	for use := 1; use <= JTIBudget+5; use++ {
+		if _, err := c.Sign(ctx, "p256", []core.DigestRequest{randomDigest()}); err != nil {
+			return fmt.Sprintf("%s at use %d", outcome(err), use), err.Error()
+		}
+	}
+	return fmt.Sprintf("signed %d times", JTIBudget+5), "the token was never refused"
+}
+
+// tooManyDigests posts one request over the signer's max_digests, bypassing
+// the client's batch splitting.
+func (b *Bench) tooManyDigests(ctx context.Context, n int) (string, string) {
+	tok, err := b.GitHub.Mint(nil)
+	if err != nil {
+		return "mint error", err.Error()
+	}
+	req := core.SignRequest{Key: "p256"}
+	for i := 0; i < n; i++ {
+		req.Digests = append(req.Digests, randomDigest())
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return "encode error", err.Error()
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, b.Proxy.URL+"/v1/sign", bytes.NewReader(body))
+	if err != nil {
+		return "request error", err.Error()
+	}
+	hr.Header.Set("Authorization", "Bearer "+tok)
+	hr.Header.Set("Content-Type", "application/json")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: b.CA.TLSClientConfig()}, Timeout: 30 * time.Second}
+	resp, err := hc.Do(hr)
+	if err != nil {
+		return "error", err.Error()
+	}
+	defer resp.Body.Close()
+	var eb core.ErrorBody
+	json.NewDecoder(resp.Body).Decode(&eb) //nolint:errcheck
+	if resp.StatusCode < 300 {
+		return "signed", fmt.Sprintf("%d digests accepted in one request", n)
+	}
+	return fmt.Sprintf("refused %d %s", resp.StatusCode, eb.Error.Code), eb.Error.Message
 }
 
 // otherRepoStatement: a valid token, but a statement whose identity names
