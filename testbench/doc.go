@@ -72,10 +72,11 @@
 // Rows: good/sign-attest-verify ({github,gitlab,jenkins} x
 // {p256,p384,rsa3072,ed25519}), good/jenkins-folder-issuer-es256;
 // hostile/* (forged, alg none, HS256 confusion, unknown kid, tampered
-// claims, expired, not yet valid, wrong audience x3, wrong issuer, policy
-// x4, statement naming another repository x3, and three through the CLI
-// checking that nothing is written); tamper/* (artifact, signature,
-// envelope changed after signing); fault/* (503 then recovery, signer down,
+// claims, expired, not yet valid, too old, jti over budget, too many
+// digests, wrong audience x3, wrong issuer, policy x4, statement naming
+// another repository x3, and three through the CLI checking that nothing is
+// written); tamper/* (artifact, signature, envelope changed after signing);
+// verify/wrong-expectations; fault/* (503 then recovery, signer down,
 // signer slower than the client's --timeout, HSM token unavailable and back);
 // load/parallel-ci-jobs; crash/kill-9-audit-complete; audit/*.
 //
@@ -97,6 +98,9 @@
 //	token signature / alg pinning          hostile/forged-token, hostile/alg-none,
 //	                                       hostile/hs256-confusion, hostile/tampered-claims
 //	exp / nbf / iat checks                 hostile/expired-token, hostile/not-yet-valid
+//	maximum token age                      hostile/token-too-old
+//	per-jti use budget                     hostile/jti-over-budget
+//	request bounds (max_digests)           hostile/too-many-digests
 //	atomic outputs in the client           fault/signer-down, fault/signer-slow,
 //	                                       fault/hsm-unavailable, hostile/cli-* (no partial outputs)
 //
