@@ -224,7 +224,9 @@ func TestIdentityDiff(t *testing.T) {
 		{"runner env", func(i *Identity) { i.RunnerEnvironment = "self-hosted" }, `runner_environment: token says "github-hosted", statement says "self-hosted"`},
 		{"trigger", func(i *Identity) { i.BuildTrigger = "push" }, "build_trigger: "},
 		{"platform", func(i *Identity) { i.Platform = "gitlab" }, "platform: "},
-		{"immutable id changed", func(i *Identity) { i.ImmutableIDs = map[string]string{"repository_id": "1", "repository_owner_id": "65"} },
+		{"immutable id changed", func(i *Identity) {
+			i.ImmutableIDs = map[string]string{"repository_id": "1", "repository_owner_id": "65"}
+		},
 			`repository_id: token says "74", statement says "1"`},
 		{"immutable id missing", func(i *Identity) { i.ImmutableIDs = map[string]string{"repository_id": "74"} },
 			`repository_owner_id: token says "65", statement has none`},

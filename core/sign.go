@@ -324,6 +324,9 @@ func UnverifiedClaims(token string) (map[string]any, error) {
 	if err := dec.Decode(&claims); err != nil {
 		return nil, fmt.Errorf("token claims are not a JSON object: %w", err)
 	}
+	if claims == nil {
+		return nil, errors.New("token claims are null, not a JSON object")
+	}
 	return claims, nil
 }
 

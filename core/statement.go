@@ -19,7 +19,7 @@ import (
 
 // In-toto and SLSA type URIs.
 const (
-	StatementTypeV1      = ita1.StatementTypeUri // https://in-toto.io/Statement/v1
+	StatementTypeV1      = ita1.StatementTypeUri               // https://in-toto.io/Statement/v1
 	StatementTypeV01     = "https://in-toto.io/Statement/v0.1" // cosign attest-blob still writes it
 	PredicateSLSAProv1   = "https://slsa.dev/provenance/v1"
 	BuildTypeGitHub      = "https://actions.github.io/buildtypes/workflow/v1"

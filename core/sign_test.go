@@ -1,0 +1,90 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// stubPlatform is a minimal adapter for the option checks of Sign (the real
+// adapters and the real signer are exercised end to end in cmd/signet).
+type stubPlatform struct{ published bool }
+
+func (s *stubPlatform) Name() string    { return PlatformJenkins }
+func (s *stubPlatform) Detect(Env) bool { return true }
+func (s *stubPlatform) IDToken(context.Context, string) (string, error) {
+	return "", errors.New("no token source in this test")
+}
+func (s *stubPlatform) BuildContext(context.Context) (*BuildContext, error) {
+	return &BuildContext{Platform: PlatformJenkins}, nil
+}
+func (s *stubPlatform) Publish(context.Context, *Result) error { s.published = true; return nil }
+
+func TestSignRefusesBadOptionsAndLeavesNoOutputs(t *testing.T) {
+	dir := t.TempDir()
+	art := filepath.Join(dir, "app.bin")
+	writeFileT(t, art, []byte("x"))
+	emptyTok := filepath.Join(dir, "empty.tok")
+	writeFileT(t, emptyTok, []byte("\n"))
+	base := func() SignOptions {
+		return SignOptions{SignerURL: "http://127.0.0.1:1", Audience: "aud", Key: "k", Artifacts: []string{art},
+			BaseDir: dir, OutputDir: filepath.Join(dir, "out"), Provenance: true, Platform: &stubPlatform{},
+			Env: func(string) (string, bool) { return "", false }, Timeout: 2 * time.Second,
+			ClientOptions: ClientOptions{RetryMax: 1, RetryWaitMin: time.Millisecond, RetryWaitMax: time.Millisecond}}
+	}
+	tests := []struct {
+		name    string
+		mut     func(*SignOptions)
+		usage   bool
+		wantErr string
+	}{
+		{"missing signer", func(o *SignOptions) { o.SignerURL = "" }, true, "--signer (SIGNET_SIGNER)"},
+		{"no platform", func(o *SignOptions) { o.Platform = nil }, true, "no CI platform detected"},
+		{"both token overrides", func(o *SignOptions) { o.TokenEnv, o.TokenFile = "A", "b" }, true, "exclusive"},
+		{"glob matches nothing", func(o *SignOptions) { o.Artifacts = []string{filepath.Join(dir, "*.zip")} }, true, "matches no files"},
+		{"token env unset", func(o *SignOptions) { o.TokenEnv = "MY_TOKEN" }, false, "--token-env MY_TOKEN: the variable is unset or empty"},
+		{"token file empty", func(o *SignOptions) { o.TokenFile = emptyTok }, false, "is empty"},
+		{"platform token fails", func(o *SignOptions) {}, false, "get the jenkins OIDC token"},
+		{"signer unreachable", func(o *SignOptions) {
+			o.Env = func(k string) (string, bool) { return "a.b.c", k == "TOK" }
+			o.TokenEnv = "TOK"
+		}, false, "signer unreachable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := base()
+			tt.mut(&o)
+			_, err := Sign(context.Background(), o)
+			var ue *UsageError
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || errors.As(err, &ue) != tt.usage {
+				t.Fatalf("err = %v (usage %v), want %q (usage %v)", err, errors.As(err, &ue), tt.wantErr, tt.usage)
+			}
+			if p, ok := o.Platform.(*stubPlatform); ok && p.published {
+				t.Fatal("a failed run was published")
+			}
+			entries, _ := os.ReadDir(filepath.Join(dir, "out"))
+			if len(entries) != 0 {
+				t.Fatalf("failed run left outputs: %v", entries)
+			}
+			if _, err := os.Stat(art + ".sig"); !os.IsNotExist(err) {
+				t.Fatal("failed run wrote a .sig")
+			}
+		})
+	}
+}
+
+func TestUnverifiedClaims(t *testing.T) {
+	c, err := UnverifiedClaims("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4IiwiYnVpbGRfbnVtYmVyIjo0Mn0.c2ln")
+	if err != nil || c["sub"] != "x" || c["build_number"].(interface{ String() string }).String() != "42" {
+		t.Fatalf("claims %v, err %v", c, err)
+	}
+	for _, bad := range []string{"", "a.b", "a.!!!.c", "a.bnVsbA.c"} {
+		if _, err := UnverifiedClaims(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
