@@ -67,7 +67,8 @@
 // checked with `signet verify` and cosign (verify-blob for non-Ed25519 .sig,
 // verify-blob-attestation for every DSSE envelope). After every row the
 // audit log must verify (`signetd audit verify`) and grow by exactly the
-// answers signetd gave (successes plus refusals, counted by the proxy).
+// answers signetd gave (successes plus refusals, seen by the proxy): one
+// record per answer, with the answer's request id, allow for 2xx, deny else.
 //
 // Rows: good/sign-attest-verify ({github,gitlab,jenkins} x
 // {p256,p384,rsa3072,ed25519}), good/jenkins-folder-issuer-es256;

@@ -917,42 +917,52 @@ func (b *Bench) auditCounts() (string, string) {
 	return "records = successes + refusals", detail
 }
 
-// auditSnap is the state of the main signer's audit log and of the
-// proxy's answer counts before a row.
+// auditSnap is where the main signer's audit log and the proxy's list of
+// answers stood before a row.
 type auditSnap struct {
-	allowed, refused, ok, bad int
+	records, answers int
 }
 
 func (b *Bench) auditSnapshot() auditSnap {
-	var s auditSnap
 	recs, _ := AuditRecords(b.Signer.AuditPath)
-	for _, r := range recs {
-		if isAllowed(r) {
-			s.allowed++
-		} else {
-			s.refused++
-		}
-	}
-	for status, n := range b.Proxy.Statuses() {
-		if status < 300 {
-			s.ok += n
-		} else {
-			s.bad += n
-		}
-	}
-	return s
+	return auditSnap{records: len(recs), answers: len(b.Proxy.Answers(0))}
 }
 
-// auditDelta returns "" when the log verifies and grew by the row's answers.
+// auditDelta returns "" when the log verifies and its new records are
+// exactly the row's answers: one record per answer, same request id, allow
+// for a 2xx and deny otherwise.
 func (b *Bench) auditDelta(ctx context.Context, before auditSnap) string {
 	if _, err := AuditVerify(ctx, b.Bins.Signetd, b.Signer.AuditPath); err != nil {
 		return "audit chain broken"
 	}
-	after := b.auditSnapshot()
-	da, dr := after.allowed-before.allowed, after.refused-before.refused
-	dok, dbad := after.ok-before.ok, after.bad-before.bad
-	if da != dok || dr != dbad {
-		return fmt.Sprintf("audit +%d allowed/+%d refused vs %d ok/%d refused answers", da, dr, dok, dbad)
+	recs, err := AuditRecords(b.Signer.AuditPath)
+	if err != nil {
+		return "audit unreadable"
+	}
+	if before.records > len(recs) {
+		return "audit log shrank"
+	}
+	type key struct {
+		rid     string
+		allowed bool
+	}
+	want := map[key]int{}
+	answers := b.Proxy.Answers(before.answers)
+	for _, a := range answers {
+		want[key{a.RequestID, a.Status < 300}]++
+	}
+	newRecs := recs[before.records:]
+	for _, r := range newRecs {
+		k := key{fmt.Sprint(r["request_id"]), isAllowed(r)}
+		if want[k] == 0 {
+			return fmt.Sprintf("audit record seq %v (request %s, %s) matches no answer", r["seq"], k.rid, r["decision"])
+		}
+		want[k]--
+	}
+	for k, n := range want {
+		if n > 0 {
+			return fmt.Sprintf("answer to request %s (allowed=%v) has no audit record", k.rid, k.allowed)
+		}
 	}
 	return ""
 }

@@ -32,6 +32,14 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	statuses map[int]int // upstream status -> count, for /v1/sign and /v1/attest
+	answers  []Answer
+}
+
+// Answer is one answer of signetd on a signing path, as the proxy saw it.
+type Answer struct {
+	Path      string
+	Status    int
+	RequestID string // X-Request-Id of the answer
 }
 
 // StartProxy forwards to target (the signer's URL), trusting ca for the
@@ -57,6 +65,7 @@ func StartProxy(ctx context.Context, ca *CA, target string) (*Proxy, error) {
 		if isSigningPath(resp.Request.URL.Path) {
 			p.mu.Lock()
 			p.statuses[resp.StatusCode]++
+			p.answers = append(p.answers, Answer{Path: resp.Request.URL.Path, Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")})
 			p.mu.Unlock()
 		}
 		return nil
@@ -124,6 +133,16 @@ func (p *Proxy) Statuses() map[int]int {
 		out[k] = v
 	}
 	return out
+}
+
+// Answers returns signetd's answers on the signing paths from index from on.
+func (p *Proxy) Answers(from int) []Answer {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if from > len(p.answers) {
+		from = len(p.answers)
+	}
+	return append([]Answer(nil), p.answers[from:]...)
 }
 
 // Close stops the proxy.
