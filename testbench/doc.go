@@ -78,7 +78,8 @@
 // another repository x3, and three through the CLI checking that nothing is
 // written); tamper/* (artifact, signature, envelope changed after signing);
 // verify/wrong-expectations; fault/* (503 then recovery, signer down,
-// signer slower than the client's --timeout, HSM token unavailable and back);
+// signer slower than the client's --timeout, HSM token unplugged mid-run
+// between the sign answer and the attest call, then back);
 // load/parallel-ci-jobs; crash/kill-9-audit-complete; audit/*.
 //
 // # Which row catches a removed protection

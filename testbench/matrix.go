@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/signet-ci/signet/core"
@@ -504,7 +505,18 @@ func (b *Bench) failingRun(ctx context.Context, name string, j job) (string, str
 	if left := outputsLeft(ws, out, names); len(left) > 0 {
 		return "partial outputs", strings.Join(left, ", ")
 	}
-	return OutcomeNoOutputs, firstLine(res.tail())
+	return OutcomeNoOutputs, lastLine(res.tail())
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
 }
 
 // outputsLeft lists outputs (or temp files) a failed run left behind.
@@ -865,15 +877,30 @@ func (b *Bench) waitReadyz(ctx context.Context, want int) (int, string) {
 	}
 }
 
-// faultHSMDown: the token disappears; /readyz fails and signing is refused cleanly.
+// faultHSMDown: the token disappears mid-run, between the signer's answer to
+// /v1/sign and the /v1/attest call. /readyz must fail, the attest is refused
+// (503 until the client's deadline), and the client writes nothing at all —
+// not even the signatures it already received.
 func (b *Bench) faultHSMDown(ctx context.Context) (string, string) {
-	if err := b.HSM.Unplug(); err != nil {
-		return "setup error", err.Error()
-	}
-	code, body := b.waitReadyz(ctx, http.StatusServiceUnavailable)
+	var once sync.Once
+	var unplugErr error
+	unplugged := false
+	b.Proxy.OnAnswer(func(a Answer) {
+		if strings.HasPrefix(a.Path, "/v1/sign") && a.Status == http.StatusOK {
+			once.Do(func() {
+				unplugErr = b.HSM.Unplug()
+				unplugged = unplugErr == nil
+			})
+		}
+	})
 	got, detail := b.failingRun(ctx, "fault-hsm-down", job{platform: "github", key: "p384",
 		extraArgs: []string{"--timeout", clientDeadline.String()}, timeout: 90 * time.Second})
-	return fmt.Sprintf("readyz %d, %s", code, got), firstLine(body) + " / " + detail
+	b.Proxy.OnAnswer(nil)
+	if !unplugged {
+		return "token not unplugged mid-run", fmt.Sprint(unplugErr, " ", detail)
+	}
+	code, body := b.waitReadyz(ctx, http.StatusServiceUnavailable)
+	return fmt.Sprintf("readyz %d, %s", code, got), "unplugged after the sign answer; " + firstLine(body) + " / " + detail
 }
 
 // faultHSMBack: the token returns; the signer recovers without a restart.

@@ -31,6 +31,7 @@ type Proxy struct {
 	injected atomic.Int64
 
 	mu       sync.Mutex
+	hook     func(Answer)
 	statuses map[int]int // upstream status -> count, for /v1/sign and /v1/attest
 	answers  []Answer
 }
@@ -65,8 +66,13 @@ func StartProxy(ctx context.Context, ca *CA, target string) (*Proxy, error) {
 		if isSigningPath(resp.Request.URL.Path) {
 			p.mu.Lock()
 			p.statuses[resp.StatusCode]++
-			p.answers = append(p.answers, Answer{Path: resp.Request.URL.Path, Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")})
+			a := Answer{Path: resp.Request.URL.Path, Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
+			p.answers = append(p.answers, a)
+			hook := p.hook
 			p.mu.Unlock()
+			if hook != nil {
+				hook(a) // before the answer reaches the client
+			}
 		}
 		return nil
 	}
@@ -133,6 +139,14 @@ func (p *Proxy) Statuses() map[int]int {
 		out[k] = v
 	}
 	return out
+}
+
+// OnAnswer sets a function called with each signing answer before it is
+// passed on to the client (nil: none).
+func (p *Proxy) OnAnswer(f func(Answer)) {
+	p.mu.Lock()
+	p.hook = f
+	p.mu.Unlock()
 }
 
 // Answers returns signetd's answers on the signing paths from index from on.
