@@ -217,6 +217,11 @@ func (b *Bench) rows(opts MatrixOptions) []row {
 			tok, _ := b.GitHub.MintForeignKey(nil)
 			return b.failingRun(ctx, "cli-forged", job{platform: "github", key: "p256", tokenOverride: tok})
 		}},
+		row{"hostile/cli-bad-runtime-bearer", "github", "p256", OutcomeNoOutputs, func(ctx context.Context) (string, string) {
+			// The Actions runtime refuses the ID-token request (403): nothing reaches the signer.
+			return b.failingRun(ctx, "cli-bad-bearer", job{platform: "github", key: "p256",
+				extraEnv: map[string]string{"ACTIONS_ID_TOKEN_REQUEST_TOKEN": "ghs_wrong"}})
+		}},
 		row{"hostile/cli-expired-token", "gitlab", "p256", OutcomeNoOutputs, func(ctx context.Context) (string, string) {
 			tok, _ := b.GitLab.MintExpired(nil)
 			return b.failingRun(ctx, "cli-expired", job{platform: "gitlab", key: "p256", token: tok})
