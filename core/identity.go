@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -243,6 +244,6 @@ func sortedKeys(ms ...map[string]string) []string {
 			}
 		}
 	}
-	sortStrings(keys)
+	sort.Strings(keys)
 	return keys
 }

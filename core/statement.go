@@ -396,5 +396,3 @@ func (ps *ParsedStatement) BuildAsserted() map[string]any {
 	}
 	return v.GetStructValue().AsMap()
 }
-
-func sortStrings(s []string) { sort.Strings(s) }
