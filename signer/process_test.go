@@ -21,6 +21,24 @@ import (
 	"github.com/signet-ci/signet/testbench"
 )
 
+// syncBuffer is a bytes.Buffer safe to read while a child process writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func newHTTPTest(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
 
 // runSignetd runs the built binary and returns combined output and exit code.
@@ -84,7 +102,7 @@ limits: {rate_per_second: 100000, rate_burst: 100000}
 func startProcess(t *testing.T, cfgPath, addr string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(fx.signetd, "serve", "--config", cfgPath)
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -272,7 +290,7 @@ func TestServeTLSProcess(t *testing.T) {
 	b, _ := os.ReadFile(cfgPath)
 	os.WriteFile(cfgPath, append(b, []byte(fmt.Sprintf("tls: {cert: %s, key: %s}\n", cert, key))...), 0o600)
 	cmd := exec.Command(fx.signetd, "serve", "--config", cfgPath)
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
