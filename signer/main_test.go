@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -328,3 +329,5 @@ func newServerErr(cfg *signer.Config) (*signer.Server, error) {
 	}
 	return s, err
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

@@ -214,6 +214,9 @@ func (s *Server) refuse(w http.ResponseWriter, rq *request, e *apiErr) {
 		e = newErr(http.StatusInternalServerError, core.ErrCodeInternal, "audit log unavailable: %v", err)
 	}
 	s.metrics.Requests.WithLabelValues(rq.endpoint, e.code).Inc()
+	if e.status == http.StatusTooManyRequests || e.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	s.log.Info("refused", "endpoint", rq.endpoint, "request_id", rq.rid, "code", e.code, "reason", e.msg,
 		"issuer", rq.rec.Issuer, "subject", rq.rec.Subject, "key", rq.rec.Key)
 	writeJSON(w, e.status, core.ErrorBody{Error: core.APIError{Code: e.code, Message: e.msg, RequestID: rq.rid}})
