@@ -94,7 +94,11 @@ func (s *Server) Handler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		s.certWarnings() // refresh signetd_certificate_days_left at scrape time
+		metrics.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, core.ErrorBody{Error: core.APIError{Code: "not_found",
 			Message: fmt.Sprintf("no endpoint %s %s: use POST /v1/sign, POST /v1/attest, GET /v1/keys", r.Method, r.URL.Path)}})
