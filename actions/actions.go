@@ -31,7 +31,7 @@ const platformName = "github"
 
 // buildType is GitHub's SLSA buildType for a workflow run, the one
 // actions/attest-build-provenance uses.
-const buildType = "https://actions.github.io/buildtypes/workflow/v1"
+const buildType = core.BuildTypeGitHub
 
 // platform implements core.Platform for GitHub Actions.
 type platform struct {

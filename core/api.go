@@ -90,7 +90,8 @@ const (
 	ErrCodePurposeMismatch  = "purpose_mismatch"    // 403 key purpose does not allow the operation
 	ErrCodeIdentityMismatch = "identity_mismatch"   // 403 statement identity differs from token
 	ErrCodeCertInvalid      = "certificate_invalid" // 403 code key certificate expired / not yet valid
-	ErrCodeUnknownKey       = "unknown_key"         // 404
+	ErrCodeUnknownKey       = "unknown_key"         // 404 no key of that name
+	ErrCodeNotFound         = "not_found"           // 404 no such route
 	ErrCodeTooLarge         = "too_large"           // 413 body or digest count over the limit
 	ErrCodeRateLimited      = "rate_limited"        // 429
 	ErrCodeHSMUnavailable   = "hsm_unavailable"     // 503

@@ -81,6 +81,10 @@ func identityFromClaims(platform, serverURL string, claims map[string]any) (Iden
 			server = strings.TrimRight(c.required("iss"), "/")
 		}
 		project := c.required("project_path")
+		jobProject := project
+		if jp := c.optional("job_project_path"); jp != "" {
+			jobProject = jp
+		}
 		ref := c.required("ref")
 		var fullRef string
 		switch rt := c.required("ref_type"); rt {
@@ -94,12 +98,14 @@ func identityFromClaims(platform, serverURL string, claims map[string]any) (Iden
 			}
 		}
 		id = Identity{
-			Platform:          PlatformGitLab,
-			SourceRepo:        server + "/" + project,
-			SourceDigest:      c.required("sha"),
-			SourceRef:         fullRef,
-			BuilderID:         "https://" + c.required("ci_config_ref_uri"),
-			Invocation:        fmt.Sprintf("%s/%s/-/jobs/%s", server, project, c.required("job_id")),
+			Platform:     PlatformGitLab,
+			SourceRepo:   server + "/" + project,
+			SourceDigest: c.required("sha"),
+			SourceRef:    fullRef,
+			BuilderID:    "https://" + c.required("ci_config_ref_uri"),
+			// In a fork's merge-request pipeline project_path names the fork (the
+			// source) while the job runs in job_project_path: the job URL must use it.
+			Invocation:        fmt.Sprintf("%s/%s/-/jobs/%s", server, jobProject, c.required("job_id")),
 			RunnerEnvironment: c.optional("runner_environment"),
 			BuildTrigger:      c.optional("pipeline_source"),
 			ImmutableIDs: map[string]string{

@@ -23,8 +23,8 @@ const (
 	StatementTypeV01     = "https://in-toto.io/Statement/v0.1" // cosign attest-blob still writes it
 	PredicateSLSAProv1   = "https://slsa.dev/provenance/v1"
 	BuildTypeGitHub      = "https://actions.github.io/buildtypes/workflow/v1"
-	BuildTypeGitLab      = "https://signet.dev/buildtypes/gitlab-ci/v1"
-	BuildTypeJenkins     = "https://signet.dev/buildtypes/jenkins/v1"
+	BuildTypeGitLab      = "https://github.com/signet-ci/signet/buildtypes/gitlab-ci/v1"
+	BuildTypeJenkins     = "https://github.com/signet-ci/signet/buildtypes/jenkins/v1"
 	GitCommitDigest      = "gitCommit"
 	BuildAssertedKey     = "buildAsserted"
 	MaxStatementBytes    = 16 << 20 // refuse to parse statements larger than this

@@ -20,7 +20,7 @@ import (
 
 // BuildType is the SLSA buildType URI of provenance produced in GitLab CI.
 // docs/gitlab.md documents its externalParameters and internalParameters.
-const BuildType = "https://github.com/signet-ci/signet/buildtypes/gitlab-ci/v1"
+const BuildType = core.BuildTypeGitLab
 
 // Environment variables the adapter reads besides GitLab's CI_* variables.
 const (

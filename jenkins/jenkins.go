@@ -23,7 +23,7 @@ const (
 	platformName = "jenkins"
 	// buildType is the SLSA buildType of provenance made by this adapter;
 	// its parameters are documented in docs/jenkins.md.
-	buildType = "https://github.com/signet-ci/signet/buildtypes/jenkins/v1"
+	buildType = core.BuildTypeJenkins
 
 	// tokenVar is the variable withCredentials binds the "OpenID Connect id
 	// token" (secret text) credential to.

@@ -16,7 +16,7 @@ fi
 # A package counts as present when its command is on PATH (nodesource's
 # nodejs bundles npm and conflicts with Debian's npm package) or dpkg has it.
 need_pkgs=()
-for spec in softhsm2:softhsm2-util groovy:groovy rsync:rsync nodejs:node npm:npm opensc:pkcs11-tool; do
+for spec in softhsm2:softhsm2-util groovy:groovy rsync:rsync nodejs:node npm:npm opensc:pkcs11-tool strace:strace; do
   pkg="${spec%%:*}" cmd="${spec##*:}"
   if command -v "$cmd" >/dev/null 2>&1; then
     continue

@@ -100,7 +100,7 @@ func (s *Server) Handler() http.Handler {
 		metrics.ServeHTTP(w, r)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, core.ErrorBody{Error: core.APIError{Code: "not_found",
+		writeJSON(w, http.StatusNotFound, core.ErrorBody{Error: core.APIError{Code: core.ErrCodeNotFound,
 			Message: fmt.Sprintf("no endpoint %s %s: use POST /v1/sign, POST /v1/attest, GET /v1/keys", r.Method, r.URL.Path)}})
 	})
 	return mux

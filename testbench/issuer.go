@@ -43,7 +43,7 @@ type IssuerOptions struct {
 	// Lifetime overrides the platform's token lifetime.
 	Lifetime time.Duration
 	// JenkinsFolder (Jenkins only) serves a folder-scoped issuer
-	// ${JENKINS_URL}job/FOLDER/oidc instead of the global ${JENKINS_URL}oidc.
+	// ${JENKINS_URL}oidc/job/FOLDER instead of the global ${JENKINS_URL}oidc.
 	JenkinsFolder string
 	// JenkinsClaimTemplates (Jenkins only) adds the claim templates git_url,
 	// git_commit and branch to every token, as a Jenkins admin configures them

@@ -36,7 +36,9 @@ type JenkinsIssuer struct {
 func StartJenkinsIssuer(ctx context.Context, ca *CA, opts IssuerOptions) (*JenkinsIssuer, error) {
 	issPath := "/oidc"
 	if opts.JenkinsFolder != "" {
-		issPath = "/job/" + strings.Trim(opts.JenkinsFolder, "/") + "/oidc"
+		// The plugin's folder issuer is ${JENKINS_URL}oidc/job/FOLDER (nested
+		// folders: oidc/job/A/job/B), not a path under the folder itself.
+		issPath = "/oidc/job/" + strings.Join(strings.Split(strings.Trim(opts.JenkinsFolder, "/"), "/"), "/job/")
 	}
 	is, err := startIssuer(ctx, ca, "jenkins", issPath, issPath+"/jwks", opts.Alg)
 	if err != nil {
