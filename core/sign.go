@@ -280,30 +280,77 @@ func (o *SignOptions) provenancePath() string {
 }
 
 func (o *SignOptions) token(ctx context.Context) (string, error) {
+	t, src, err := o.rawToken(ctx)
+	if err != nil {
+		return "", err
+	}
+	// Fail before any request when the token cannot be for this signer: the
+	// signer would refuse it anyway, but its answer cannot say which
+	// credential or id_tokens entry to fix.
+	claims, err := UnverifiedClaims(t)
+	if err != nil {
+		return "", fmt.Errorf("the OIDC token from %s: %w", src, err)
+	}
+	if err := CheckAudience(claims, o.Audience); err != nil {
+		return "", fmt.Errorf("the OIDC token from %s: %w", src, err)
+	}
+	return t, nil
+}
+
+// CheckAudience reports whether the (unverified) claims name audience in
+// "aud" (a string or an array of strings, RFC 7519 section 4.1.3). The error
+// names both values so the user knows which side to change.
+func CheckAudience(claims map[string]any, audience string) error {
+	var auds []string
+	switch v := claims["aud"].(type) {
+	case nil:
+		return fmt.Errorf("it has no aud claim; signers refuse tokens without an audience: configure the token's audience as %q", audience)
+	case string:
+		auds = []string{v}
+	case []any:
+		for _, a := range v {
+			s, ok := a.(string)
+			if !ok {
+				return fmt.Errorf("its aud claim holds a %T, not a string", a)
+			}
+			auds = append(auds, s)
+		}
+	default:
+		return fmt.Errorf("its aud claim is a %T, not a string or an array of strings", v)
+	}
+	for _, a := range auds {
+		if a == audience {
+			return nil
+		}
+	}
+	return fmt.Errorf("its aud is %q but the signer's audience (--audience) is %q: request the token for %q, or fix --audience", strings.Join(auds, ","), audience, audience)
+}
+
+func (o *SignOptions) rawToken(ctx context.Context) (token, source string, err error) {
 	switch {
 	case o.TokenFile != "":
 		b, err := os.ReadFile(o.TokenFile)
 		if err != nil {
-			return "", fmt.Errorf("read --token-file: %w", err)
+			return "", "", fmt.Errorf("read --token-file: %w", err)
 		}
 		t := strings.TrimSpace(string(b))
 		if t == "" {
-			return "", fmt.Errorf("--token-file %s is empty", o.TokenFile)
+			return "", "", fmt.Errorf("--token-file %s is empty", o.TokenFile)
 		}
-		return t, nil
+		return t, "--token-file " + o.TokenFile, nil
 	case o.TokenEnv != "":
 		t, ok := o.Env(o.TokenEnv)
 		t = strings.TrimSpace(t)
 		if !ok || t == "" {
-			return "", fmt.Errorf("--token-env %s: the variable is unset or empty", o.TokenEnv)
+			return "", "", fmt.Errorf("--token-env %s: the variable is unset or empty", o.TokenEnv)
 		}
-		return t, nil
+		return t, "--token-env " + o.TokenEnv, nil
 	}
 	t, err := o.Platform.IDToken(ctx, o.Audience)
 	if err != nil {
-		return "", fmt.Errorf("get the %s OIDC token for audience %q: %w", o.Platform.Name(), o.Audience, err)
+		return "", "", fmt.Errorf("get the %s OIDC token for audience %q: %w", o.Platform.Name(), o.Audience, err)
 	}
-	return t, nil
+	return t, o.Platform.Name(), nil
 }
 
 // UnverifiedClaims decodes a JWT's claims WITHOUT verifying it. The client

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -49,8 +50,15 @@ func TestSignRefusesBadOptionsAndLeavesNoOutputs(t *testing.T) {
 		{"token env unset", func(o *SignOptions) { o.TokenEnv = "MY_TOKEN" }, false, "--token-env MY_TOKEN: the variable is unset or empty"},
 		{"token file empty", func(o *SignOptions) { o.TokenFile = emptyTok }, false, "is empty"},
 		{"platform token fails", func(o *SignOptions) {}, false, "get the jenkins OIDC token"},
+		{"token for another audience", func(o *SignOptions) {
+			tok := "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(`{"aud":"other"}`)) + ".c2ln"
+			o.Env = func(k string) (string, bool) { return tok, k == "TOK" }
+			o.TokenEnv = "TOK"
+		}, false, `--token-env TOK: its aud is "other" but the signer's audience (--audience) is "aud"`},
 		{"signer unreachable", func(o *SignOptions) {
-			o.Env = func(k string) (string, bool) { return "a.b.c", k == "TOK" }
+			// an unsigned JWT whose aud matches: the client gets as far as the signer
+			tok := "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(`{"aud":"aud"}`)) + ".c2ln"
+			o.Env = func(k string) (string, bool) { return tok, k == "TOK" }
 			o.TokenEnv = "TOK"
 		}, false, "signer unreachable"},
 	}
@@ -86,5 +94,40 @@ func TestUnverifiedClaims(t *testing.T) {
 		if _, err := UnverifiedClaims(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestCheckAudience(t *testing.T) {
+	const want = "https://signer.example.com"
+	tests := []struct {
+		name    string
+		aud     any
+		wantErr string
+	}{
+		{name: "string match", aud: want},
+		{name: "array match", aud: []any{"other", want}},
+		{name: "missing", aud: nil, wantErr: "has no aud claim"},
+		{name: "other audience names both", aud: "https://other.example.com", wantErr: `aud is "https://other.example.com" but the signer's audience (--audience) is "https://signer.example.com"`},
+		{name: "array without match", aud: []any{"a", "b"}, wantErr: `aud is "a,b"`},
+		{name: "array of numbers", aud: []any{float64(1)}, wantErr: "not a string"},
+		{name: "number", aud: float64(7), wantErr: "not a string or an array"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			claims := map[string]any{}
+			if tc.aud != nil {
+				claims["aud"] = tc.aud
+			}
+			err := CheckAudience(claims, want)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckAudience: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("CheckAudience error = %v, want it to contain %q", err, tc.wantErr)
+			}
+		})
 	}
 }
