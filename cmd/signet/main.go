@@ -178,10 +178,12 @@ Flags:
 	o.Logger = log
 
 	p, err := selectPlatform(platform, env)
-	if err != nil {
+	if err != nil && !errors.Is(err, errNoPlatform) {
 		fmt.Fprintf(stderr, "signet sign: %v\n", err)
 		return exitUsage
 	}
+	// With no platform detected, core.Sign reports missing options first and
+	// then the missing platform, so a newcomer sees the usage problem first.
 	o.Platform = p
 
 	res, err := core.Sign(ctx, o)
@@ -207,6 +209,8 @@ Flags:
 	return exitOK
 }
 
+var errNoPlatform = errors.New("no CI platform detected (GitHub Actions, GitLab CI, Jenkins): run inside a CI job or pass --platform")
+
 // selectPlatform picks the adapter by name or by detection.
 func selectPlatform(name string, env core.Env) (core.Platform, error) {
 	all := []core.Platform{actions.New(env), gitlab.New(env), jenkins.New(env)}
@@ -217,7 +221,7 @@ func selectPlatform(name string, env core.Env) (core.Platform, error) {
 				return p, nil
 			}
 		}
-		return nil, errors.New("no CI platform detected (GitHub Actions, GitLab CI, Jenkins): run inside a CI job or pass --platform")
+		return nil, errNoPlatform
 	default:
 		for _, p := range all {
 			if p.Name() == name {
