@@ -19,6 +19,8 @@ type KeySpec struct {
 	Algorithm string // ecdsa-p256 | ecdsa-p384 | rsa-3072 | ed25519
 	URI       string
 	PubPath   string // PEM public key, from the HSM (what a verifier pins)
+	Purpose   string // firmware (default) | code
+	Chain     string // code keys: PEM certificate chain, leaf first then the CA
 }
 
 // MatrixKeys are the key algorithms of the matrix.
@@ -69,6 +71,8 @@ type Bench struct {
 	Signer *Signer
 	Proxy  *Proxy
 	Keys   map[string]KeySpec
+	// CodeCA issued the certificates of the code-signing keys (CodeKeys).
+	CodeCA *CodeSigningCA
 	Log    *slog.Logger
 	// LastLoad is the report of the last load row (nil before).
 	LastLoad *LoadReport
@@ -168,6 +172,9 @@ func NewBench(ctx context.Context, opts BenchOptions) (*Bench, error) {
 		b.Keys[k.Name] = k
 		log.Info("HSM key created", "key", k.Name, "algorithm", k.Algorithm, "took", time.Since(start).Round(time.Millisecond))
 	}
+	if err := b.createCodeKeys(); err != nil {
+		return nil, err
+	}
 	br := <-buildc
 	if br.err != nil {
 		return nil, br.err
@@ -187,9 +194,10 @@ func NewBench(ctx context.Context, opts BenchOptions) (*Bench, error) {
 }
 
 // SignerConfig is the bench's signer.yaml: the three platform issuers (not
-// the rogue one), and per key one allow rule per platform pinned to the
-// bench's repository by immutable id (GitHub repository_id, GitLab
-// project_id) or job URL (Jenkins).
+// the rogue one), and per firmware key one allow rule per platform pinned to
+// the bench's repository by immutable id (GitHub repository_id, GitLab
+// project_id) or job URL (Jenkins); the code keys carry their certificate
+// chain and allow GitHub tag builds only (codeKeyRules).
 func (b *Bench) SignerConfig() SignerConfig {
 	rules := []AllowRule{
 		{Issuer: "github", Claims: map[string]string{"repository_id": GitHubRepositoryID, "repository_owner_id": GitHubOwnerID}},
@@ -217,6 +225,12 @@ func (b *Bench) SignerConfig() SignerConfig {
 	cfg.Keys = append(cfg.Keys, SignerKey{Name: t.Name, Purpose: "firmware", URI: t.URI, Allow: []AllowRule{
 		{Issuer: "github", Claims: map[string]string{"repository_id": GitHubRepositoryID, "ref": "refs/tags/v*"}},
 	}})
+	// Code-signing keys: purpose code with a certificate chain; allowed for
+	// GitHub tag builds of the demo repository only.
+	for _, ck := range CodeKeys {
+		k := b.Keys[ck.Name]
+		cfg.Keys = append(cfg.Keys, SignerKey{Name: k.Name, Purpose: "code", URI: k.URI, Certificate: k.Chain, Allow: codeKeyRules()})
+	}
 	return cfg
 }
 

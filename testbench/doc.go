@@ -25,6 +25,10 @@
 //     signer/hsm.GenerateKey and returns its RFC 7512 URI (PIN via pin-source
 //     file); Env() is what a child process needs; Unplug/Replug make the token
 //     disappear and come back. FindSoftHSM reports how to install SoftHSM2.
+//   - NewCodeSigningCA(dir): a code-signing CA; IssueChain(path, cn, pub,
+//     notBefore, notAfter) writes a leaf (digitalSignature, EKU codeSigning)
+//     plus CA chain for signer.yaml keys[].certificate; ReadPublicKey reads
+//     an HSM key's public key. GitHubTagClaims/GitHubTagEnv describe a tag build.
 //   - BuildBinaries(ctx, dir): go build of cmd/signet and cmd/signetd.
 //   - SignerConfig + WriteConfig: signer.yaml; IssuerEntry(name, issuer) makes
 //     the issuers: entry (with ca:).
@@ -57,7 +61,9 @@
 //
 // NewBench builds the whole environment (CA; GitHub, GitLab, Jenkins and a
 // folder-scoped ES256 Jenkins issuer; a rogue GitHub-like issuer the signer
-// does not trust; SoftHSM2 keys p256, p384, rsa3072, ed25519 and tags-only;
+// does not trust; SoftHSM2 firmware keys p256, p384, rsa3072, ed25519 and
+// tags-only; code keys code, code-expired and code-not-yet-valid with chains
+// from a code-signing CA;
 // signetd behind a TLS proxy that counts answers and injects faults) and
 // Bench.RunMatrix runs every row; `go test ./testbench/...` and
 // `go run ./cmd/signet-testbench [--json FILE] [--scale]` run the same rows.
@@ -71,7 +77,10 @@
 // record per answer, with the answer's request id, allow for 2xx, deny else.
 //
 // Rows: good/sign-attest-verify ({github,gitlab,jenkins} x
-// {p256,p384,rsa3072,ed25519}), good/jenkins-folder-issuer-es256;
+// {p256,p384,rsa3072,ed25519}), good/jenkins-folder-issuer-es256,
+// good/code-signing-cert (GitHub tag build, chain in signer.pub);
+// hostile/code-cert-expired, hostile/code-cert-not-yet-valid,
+// hostile/purpose-mismatch;
 // hostile/* (forged, alg none, HS256 confusion, unknown kid, tampered
 // claims, expired, not yet valid, too old, jti over budget, too many
 // digests, wrong audience x3, wrong issuer, policy x4, statement naming
@@ -100,6 +109,8 @@
 //	token signature / alg pinning          hostile/forged-token, hostile/alg-none,
 //	                                       hostile/hs256-confusion, hostile/tampered-claims
 //	exp / nbf / iat checks                 hostile/expired-token, hostile/not-yet-valid
+//	code certificate validity              hostile/code-cert-expired, hostile/code-cert-not-yet-valid
+//	key purpose of allow rules             hostile/purpose-mismatch
 //	maximum token age                      hostile/token-too-old
 //	per-jti use budget                     hostile/jti-over-budget
 //	request bounds (max_digests)           hostile/too-many-digests
@@ -107,7 +118,7 @@
 //	                                       fault/hsm-unavailable, hostile/cli-* (no partial outputs)
 //
 // RunMutants (signet-testbench --mutants, TestMutants) proves the first five
-// lines: it removes each protection from a copy of signetd's source
+// lines and the two code-signing lines: it removes each protection from a copy of signetd's source
 // (testbench.Mutants), builds it, swaps it in and requires its rows to fail.
 //
 // A kill -9 alone cannot show a missing fsync (the page cache outlives the

@@ -40,6 +40,8 @@ import (
 //	token signature check        hostile/forged-token, hostile/alg-none,
 //	                             hostile/hs256-confusion, hostile/tampered-claims
 //	expiry / nbf / iat checks    hostile/expired-token, hostile/not-yet-valid
+//	code certificate validity    hostile/code-cert-expired, hostile/code-cert-not-yet-valid
+//	key purpose of allow rules   hostile/purpose-mismatch
 //	client verifies + atomic out fault/signer-down, fault/signer-slow, fault/hsm-unavailable
 //	                             (no partial outputs)
 
@@ -205,6 +207,22 @@ func (b *Bench) rows(opts MatrixOptions) []row {
 		}
 		return b.directSign(ctx, tok, TagsOnlyKey)
 	}})
+	// Code signing: a purpose-code key with an X.509 code-signing chain.
+	certRefused := "refused 403 " + core.ErrCodeCertInvalid + ", " + OutcomeNoOutputs
+	rows = append(rows,
+		row{"good/code-signing-cert", "github", CodeKey, OutcomeCodeVerified, func(ctx context.Context) (string, string) {
+			return b.goodCodeRun(ctx)
+		}},
+		row{"hostile/code-cert-expired", "github", CodeExpiredKey, certRefused, func(ctx context.Context) (string, string) {
+			return b.codeCertRefused(ctx, CodeExpiredKey)
+		}},
+		row{"hostile/code-cert-not-yet-valid", "github", CodeNotYetValidKey, certRefused, func(ctx context.Context) (string, string) {
+			return b.codeCertRefused(ctx, CodeNotYetValidKey)
+		}},
+		row{"hostile/purpose-mismatch", "github", CodeKey, "refused 403 " + core.ErrCodePurposeMismatch, func(ctx context.Context) (string, string) {
+			return b.purposeMismatch(ctx)
+		}},
+	)
 	// A statement naming another repository than the token vouches for.
 	for _, p := range Platforms {
 		rows = append(rows, row{"hostile/statement-other-repo", p, "p256", "refused 403 " + core.ErrCodeIdentityMismatch, func(ctx context.Context) (string, string) {

@@ -133,7 +133,8 @@ func TestAnalyseStrace(t *testing.T) {
 }
 
 // TestMutants removes each protection (audience check, issuer allowlist,
-// policy, provenance identity check, audit fsync) from a copy of signetd and
+// policy, provenance identity check, audit fsync, code certificate
+// validity, rule purpose) from a copy of signetd and
 // checks that the rows named for it turn red.
 func TestMutants(t *testing.T) {
 	b := sharedBench(t)

@@ -45,6 +45,12 @@ var Mutants = []Mutant{
 	{Name: "no-audit-fsync", Protection: "audit fsync", File: "signer/audit.go",
 		Old: "err = syncData(a.f)", OldAlts: []string{"err = a.f.Sync()"}, New: "err = nil",
 		Rows: []string{"audit/fsync-before-answer"}},
+	{Name: "no-cert-validity", Protection: "code certificate validity", File: "signer/keys.go",
+		Old: "\tfor i, c := range k.Chain {\n\t\tif t.Before(c.NotBefore) {", New: "\tfor i, c := range k.Chain[:0] {\n\t\tif t.Before(c.NotBefore) {",
+		Rows: []string{"hostile/code-cert-expired", "hostile/code-cert-not-yet-valid"}},
+	{Name: "no-purpose-check", Protection: "key purpose of allow rules", File: "signer/policy.go",
+		Old: "if r.Purpose == \"\" || r.Purpose == k.Purpose {", New: "if true || r.Purpose == \"\" || r.Purpose == k.Purpose {",
+		Rows: []string{"hostile/purpose-mismatch"}},
 }
 
 // copyTree copies the files under src/rel (recursively) to dst/rel.

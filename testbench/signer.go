@@ -111,10 +111,12 @@ type SignerKey struct {
 	Allow       []AllowRule `yaml:"allow"`
 }
 
-// AllowRule allows tokens of Issuer whose claims match (exact or glob).
+// AllowRule allows tokens of Issuer whose claims match (exact or glob);
+// with Purpose set, only for keys of that purpose (code | firmware).
 type AllowRule struct {
-	Issuer string            `yaml:"issuer"`
-	Claims map[string]string `yaml:"claims,omitempty"`
+	Issuer  string            `yaml:"issuer"`
+	Purpose string            `yaml:"purpose,omitempty"`
+	Claims  map[string]string `yaml:"claims,omitempty"`
 }
 
 // SignerAudit is audit: {path}.
