@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -63,16 +64,29 @@ func auditClaims(c map[string]any) map[string]string {
 	return out
 }
 
-// sealRecord sets Hash and returns the line (without newline).
+// sealRecord sets Hash and returns the line (without newline). It marshals
+// once: Hash is the last field and omitted when empty, so the sealed line is
+// the hashed body with `,"hash":"<hex>"` spliced before its closing brace,
+// byte for byte what json.Marshal of the sealed record gives (the canonical
+// form verifyAudit checks).
 func sealRecord(r *AuditRecord) ([]byte, error) {
 	r.Hash = ""
 	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}
+	if len(body) < 2 || body[len(body)-1] != '}' {
+		return nil, fmt.Errorf("audit record marshals to %q: not a JSON object", body)
+	}
 	sum := sha256.Sum256(body)
-	r.Hash = hex.EncodeToString(sum[:])
-	return json.Marshal(r)
+	const suffix = `,"hash":""}`
+	line := make([]byte, 0, len(body)+len(suffix)+2*len(sum))
+	line = append(line, body[:len(body)-1]...)
+	line = append(line, `,"hash":"`...)
+	line = hex.AppendEncode(line, sum[:])
+	line = append(line, `"}`...)
+	r.Hash = string(line[len(line)-2-2*len(sum) : len(line)-2])
+	return line, nil
 }
 
 // AuditLog is the append-only, hash-chained, fsync'd audit log with group
@@ -94,7 +108,62 @@ type AuditLog struct {
 
 type auditReq struct {
 	rec  *AuditRecord
+	mid  []byte // the record's JSON between "time" and "prev" (see prepareRecord)
 	resp chan auditResp
+}
+
+// The JSON of a record with Seq 0 and Time and Prev empty starts with
+// recordHead and ends with recordTail (field order of AuditRecord; Hash is
+// omitted when empty).
+const (
+	recordHead = `{"seq":0,"time":""`
+	recordTail = `,"prev":""}`
+)
+
+// prepareRecord marshals everything of r but seq, time, prev and hash. It
+// runs on the caller's goroutine, so the costly part of sealing happens in
+// parallel and the single log writer only splices, hashes and writes.
+func prepareRecord(r *AuditRecord) ([]byte, error) {
+	c := *r
+	c.Seq, c.Time, c.Prev, c.Hash = 0, "", "", ""
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(b, []byte(recordHead)) || !bytes.HasSuffix(b, []byte(recordTail)) {
+		return nil, fmt.Errorf("audit record marshals to an unexpected layout: %.80q", b)
+	}
+	return b[len(recordHead) : len(b)-len(recordTail)], nil
+}
+
+// appendSealed appends the canonical line of the record (seq, time, mid,
+// prev) with its hash to dst, without the newline, and returns the hash.
+// The line is byte for byte json.Marshal of the sealed record, as
+// sealRecord produces and verifyAudit checks.
+func appendSealed(dst []byte, seq uint64, tm string, mid []byte, prev string) ([]byte, string, error) {
+	start := len(dst)
+	dst = append(dst, `{"seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"time":`...)
+	q, err := json.Marshal(tm) // escaping exactly as encoding/json does
+	if err != nil {
+		return nil, "", err
+	}
+	dst = append(dst, q...)
+	dst = append(dst, mid...)
+	dst = append(dst, `,"prev":`...)
+	q, err = json.Marshal(prev)
+	if err != nil {
+		return nil, "", err
+	}
+	dst = append(dst, q...)
+	dst = append(dst, '}')
+	sum := sha256.Sum256(dst[start:])
+	dst = append(dst[:len(dst)-1], `,"hash":"`...)
+	dst = hex.AppendEncode(dst, sum[:])
+	hash := string(dst[len(dst)-2*len(sum):])
+	dst = append(dst, `"}`...)
+	return dst, hash, nil
 }
 
 type auditResp struct {
@@ -144,7 +213,12 @@ func (a *AuditLog) Append(r *AuditRecord) (core.AuditRef, error) {
 		a.closeMu.RUnlock()
 		return core.AuditRef{}, errors.New("audit log is closed")
 	}
-	req := &auditReq{rec: r, resp: make(chan auditResp, 1)}
+	mid, err := prepareRecord(r)
+	if err != nil {
+		a.closeMu.RUnlock()
+		return core.AuditRef{}, fmt.Errorf("audit record: %w", err)
+	}
+	req := &auditReq{rec: r, mid: mid, resp: make(chan auditResp, 1)}
 	a.reqs <- req
 	a.closeMu.RUnlock()
 	res := <-req.resp
@@ -153,7 +227,7 @@ func (a *AuditLog) Append(r *AuditRecord) (core.AuditRef, error) {
 
 func (a *AuditLog) run() {
 	defer close(a.done)
-	var buf bytes.Buffer
+	var buf []byte
 	for first := range a.reqs {
 		batch := []*auditReq{first}
 	drain:
@@ -168,7 +242,7 @@ func (a *AuditLog) run() {
 				break drain
 			}
 		}
-		buf.Reset()
+		buf = buf[:0]
 		a.mu.Lock()
 		seq, last := a.seq, a.last
 		a.mu.Unlock()
@@ -181,19 +255,17 @@ func (a *AuditLog) run() {
 			if req.rec.Time == "" {
 				req.rec.Time = time.Now().UTC().Format(time.RFC3339Nano)
 			}
-			var line []byte
-			line, err = sealRecord(req.rec)
+			buf, last, err = appendSealed(buf, seq, req.rec.Time, req.mid, last)
 			if err != nil {
 				break
 			}
-			buf.Write(line)
-			buf.WriteByte('\n')
-			last = req.rec.Hash
+			buf = append(buf, '\n')
+			req.rec.Hash = last
 			refs[i] = core.AuditRef{Seq: seq, Hash: last}
 		}
 		if err == nil {
 			// One write per batch: a kill -9 cannot tear it.
-			_, err = a.f.Write(buf.Bytes())
+			_, err = a.f.Write(buf)
 		}
 		if err == nil {
 			start := time.Now()
@@ -212,7 +284,7 @@ func (a *AuditLog) run() {
 			}
 			continue
 		}
-		a.size += int64(buf.Len())
+		a.size += int64(len(buf))
 		a.mu.Lock()
 		a.seq, a.last = seq, last
 		a.mu.Unlock()

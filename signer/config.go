@@ -95,6 +95,12 @@ type Limits struct {
 	// RatePerSecond / RateBurst: per identity (issuer + sub). Defaults 50 / 200.
 	RatePerSecond float64 `yaml:"rate_per_second"`
 	RateBurst     int     `yaml:"rate_burst"`
+	// UnauthRatePerSecond / UnauthBurst: authentication failures allowed per
+	// remote address (host of the TCP peer). Once the bucket is empty, further
+	// requests from that address whose token is not already verified are
+	// refused with 429 before verification (audited). Defaults 1 / 30.
+	UnauthRatePerSecond float64 `yaml:"unauth_rate_per_second"`
+	UnauthBurst         int     `yaml:"unauth_burst"`
 	// JWKSRefreshInterval is the minimum time between JWKS refreshes caused
 	// by unknown kids (default 30s).
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
@@ -322,6 +328,12 @@ func (c *Config) validate() error {
 	if l.RateBurst == 0 {
 		l.RateBurst = 200
 	}
+	if l.UnauthRatePerSecond == 0 {
+		l.UnauthRatePerSecond = 1
+	}
+	if l.UnauthBurst == 0 {
+		l.UnauthBurst = 30
+	}
 	if l.JWKSRefreshInterval == 0 {
 		l.JWKSRefreshInterval = 30 * time.Second
 	}
@@ -337,6 +349,8 @@ func (c *Config) validate() error {
 		{"limits.leeway", l.Leeway < 0 || l.Leeway > 5*time.Minute},
 		{"limits.rate_per_second", l.RatePerSecond < 0},
 		{"limits.rate_burst", l.RateBurst < 1},
+		{"limits.unauth_rate_per_second", l.UnauthRatePerSecond < 0},
+		{"limits.unauth_burst", l.UnauthBurst < 1},
 	} {
 		if chk.bad {
 			fail(chk.field, "out of range")

@@ -153,6 +153,19 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	return p, nil
 }
 
+// known reports whether raw is a token this verifier has already verified and
+// still caches (unexpired). It does not verify anything or count a use.
+func (v *Verifier) known(raw string) bool {
+	if raw == "" || len(raw) > v.limits.MaxTokenBytes {
+		return false
+	}
+	h := sha256.Sum256([]byte(raw))
+	v.mu.Lock()
+	p, ok := v.cache[h]
+	v.mu.Unlock()
+	return ok && !v.now().After(p.Expiry.Add(v.limits.Leeway))
+}
+
 func (v *Verifier) gcLocked(now time.Time) {
 	if len(v.cache) < 4096 && len(v.jti) < 65536 {
 		return

@@ -37,6 +37,7 @@ type Server struct {
 	metrics  *Metrics
 	backend  Backend
 	limiter  *identityLimiter
+	unauth   *identityLimiter // authentication failures per remote address
 	workers  int
 	now      func() time.Time
 }
@@ -64,7 +65,8 @@ func New(ctx context.Context, cfg *Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log, keys: map[string]*Key{}, keyList: keys, verifier: v, audit: a, metrics: m,
-		backend: b, limiter: newIdentityLimiter(cfg.Limits.RatePerSecond, cfg.Limits.RateBurst), now: time.Now}
+		backend: b, limiter: newIdentityLimiter(cfg.Limits.RatePerSecond, cfg.Limits.RateBurst),
+		unauth: newIdentityLimiter(cfg.Limits.UnauthRatePerSecond, cfg.Limits.UnauthBurst), now: time.Now}
 	s.workers = runtime.GOMAXPROCS(0) * 2
 	for _, k := range keys {
 		s.keys[k.Name] = k
@@ -231,8 +233,18 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, endpoint, op stri
 	rq := &request{endpoint: endpoint, rid: requestID(r)}
 	rq.rec = &AuditRecord{Operation: op, RequestID: rq.rid, Remote: r.RemoteAddr}
 	w.Header().Set(core.RequestIDHeader, rq.rid)
-	p, err := s.verifier.Verify(r.Context(), bearer(r))
+	tok := bearer(r)
+	addr := remoteHost(r.RemoteAddr)
+	// An address that has used up its budget of authentication failures is
+	// refused before verification, unless its token is one already verified
+	// (so a busy runner sharing the address with a misbehaving one keeps
+	// working while its token is cached).
+	if s.unauth.exhausted(addr) && !s.verifier.known(tok) {
+		return rq, newErr(http.StatusTooManyRequests, core.ErrCodeRateLimited, "too many requests that failed authentication from %s; retry later", addr)
+	}
+	p, err := s.verifier.Verify(r.Context(), tok)
 	if err != nil {
+		s.unauth.allow(addr) // charge one failure
 		var ae *AuthError
 		if errors.As(err, &ae) {
 			rq.rec.Issuer = ae.Issuer
@@ -332,29 +344,42 @@ func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 	}
 	sigs := make([]core.Signature, len(req.Digests))
 	var firstErr error
-	var errOnce sync.Once
-	work := make(chan int)
-	var wg sync.WaitGroup
-	n := min(s.workers, len(req.Digests))
-	for range n {
-		wg.Go(func() {
-			for i := range work {
-				d := req.Digests[i]
-				raw, _ := hex.DecodeString(d.SHA256)
-				sig, err := s.signOne(rq.key, func() ([]byte, error) { return rq.key.SignDigest(raw) })
-				if err != nil {
-					errOnce.Do(func() { firstErr = err })
-					continue
-				}
-				sigs[i] = core.Signature{Name: d.Name, SHA256: d.SHA256, Signature: base64.StdEncoding.EncodeToString(sig)}
+	signAt := func(i int) error {
+		d := req.Digests[i]
+		raw, _ := hex.DecodeString(d.SHA256)
+		sig, err := s.signOne(rq.key, func() ([]byte, error) { return rq.key.SignDigest(raw) })
+		if err != nil {
+			return err
+		}
+		sigs[i] = core.Signature{Name: d.Name, SHA256: d.SHA256, Signature: base64.StdEncoding.EncodeToString(sig)}
+		return nil
+	}
+	if n := min(s.workers, len(req.Digests)); n == 1 {
+		// One digest (the common CI call): sign on the handler goroutine.
+		for i := range req.Digests {
+			if err := signAt(i); err != nil && firstErr == nil {
+				firstErr = err
 			}
-		})
+		}
+	} else {
+		var errOnce sync.Once
+		work := make(chan int)
+		var wg sync.WaitGroup
+		for range n {
+			wg.Go(func() {
+				for i := range work {
+					if err := signAt(i); err != nil {
+						errOnce.Do(func() { firstErr = err })
+					}
+				}
+			})
+		}
+		for i := range req.Digests {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
 	}
-	for i := range req.Digests {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
 	ref, ok := s.finish(w, rq, firstErr)
 	if !ok {
 		return
@@ -549,6 +574,26 @@ func (l *identityLimiter) allow(id string) bool {
 	}
 	l.mu.Unlock()
 	return lim.Allow()
+}
+
+// exhausted reports whether id's bucket is empty, without taking a token
+// (and without creating a bucket for an unknown id).
+func (l *identityLimiter) exhausted(id string) bool {
+	if l.rps <= 0 {
+		return false
+	}
+	l.mu.Lock()
+	lim, ok := l.m[id]
+	l.mu.Unlock()
+	return ok && lim.Tokens() < 1
+}
+
+// remoteHost is the host of a RemoteAddr (the port changes per connection).
+func remoteHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 // TokenHash is a non-reversible token fingerprint for logs.
