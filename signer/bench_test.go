@@ -77,29 +77,45 @@ func pct(lat []time.Duration, p float64) time.Duration {
 	return s[int(float64(len(s)-1)*p)]
 }
 
-// reportAudit reports the mean audit fsync latency and group-commit size
-// accumulated so far by the server.
-func reportAudit(b *testing.B, ts *testServer) {
+// histSnap is the sum and count of the server's histograms by name.
+type histSnap map[string][2]float64
+
+func snapHists(b *testing.B, ts *testServer) histSnap {
 	mfs, err := ts.srv.Metrics().Registry.Gather()
 	if err != nil {
 		b.Fatal(err)
 	}
+	out := histSnap{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {
-			h := m.GetHistogram()
-			if h == nil || h.GetSampleCount() == 0 {
-				continue
-			}
-			mean := h.GetSampleSum() / float64(h.GetSampleCount())
-			switch mf.GetName() {
-			case "signetd_audit_fsync_seconds":
-				b.ReportMetric(mean*1000, "fsync-ms")
-			case "signetd_sign_seconds":
-				b.ReportMetric(mean*1000, "hsm-sign-ms")
-			case "signetd_audit_batch_records":
-				b.ReportMetric(mean, "records/fsync")
+			if h := m.GetHistogram(); h != nil {
+				v := out[mf.GetName()]
+				out[mf.GetName()] = [2]float64{v[0] + h.GetSampleSum(), v[1] + float64(h.GetSampleCount())}
 			}
 		}
+	}
+	return out
+}
+
+// reportAudit reports, for the requests since before, the mean audit fsync
+// latency, the group-commit size and the mean HSM signing time.
+func reportAudit(b *testing.B, ts *testServer, before histSnap) {
+	now := snapHists(b, ts)
+	mean := func(name string) (float64, bool) {
+		n := now[name][1] - before[name][1]
+		if n <= 0 {
+			return 0, false
+		}
+		return (now[name][0] - before[name][0]) / n, true
+	}
+	if m, ok := mean("signetd_audit_fsync_seconds"); ok {
+		b.ReportMetric(m*1000, "fsync-ms")
+	}
+	if m, ok := mean("signetd_audit_batch_records"); ok {
+		b.ReportMetric(m, "records/fsync")
+	}
+	if m, ok := mean("signetd_sign_seconds"); ok {
+		b.ReportMetric(m*1000, "hsm-sign-ms")
 	}
 }
 
@@ -226,6 +242,7 @@ func BenchmarkSigner(b *testing.B) {
 					conns <- &benchConn{c: nc, br: bufio.NewReader(nc)}
 				}
 				var who atomic.Int64
+				hs0 := snapHists(b, ts)
 				cpu0 := cpuTime()
 				lat, wall := runConcurrent(b, b.N, c, func() error {
 					bc := <-conns
@@ -240,7 +257,7 @@ func BenchmarkSigner(b *testing.B) {
 				b.ReportMetric(rate, "sigs/s")
 				b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "p50-ms")
 				b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99-ms")
-				reportAudit(b, ts)
+				reportAudit(b, ts, hs0)
 			})
 		}
 		for _, c := range []int{1, 8, 32} {
@@ -251,6 +268,7 @@ func BenchmarkSigner(b *testing.B) {
 				before := rawRate(probe, c)
 				var who atomic.Int64
 				conns0 := newConns.Load()
+				hs0 := snapHists(b, ts)
 				cpu0 := cpuTime()
 				lat, wall := runConcurrent(b, b.N, c, func() error {
 					return post(tokens[int(who.Add(1))%c], one)
@@ -264,7 +282,7 @@ func BenchmarkSigner(b *testing.B) {
 				b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "p50-ms")
 				b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99-ms")
 				b.ReportMetric(float64(newConns.Load()-conns0), "new-conns")
-				reportAudit(b, ts)
+				reportAudit(b, ts, hs0)
 			})
 		}
 		names := make([]string, 1000)

@@ -43,6 +43,19 @@ type Principal struct {
 	JTI       string
 	Claims    map[string]any // numbers as json.Number
 	Expiry    time.Time
+
+	// audit holds the identifying claims for audit records, computed once
+	// when the token is verified (the Principal is cached and shared
+	// read-only by every request carrying the same token).
+	audit map[string]string
+}
+
+// AuditClaims are the identifying claims copied into audit records.
+func (p *Principal) AuditClaims() map[string]string {
+	if p.audit != nil {
+		return p.audit
+	}
+	return auditClaims(p.Claims)
 }
 
 // Verifier checks OIDC ID tokens against the configured issuers.
@@ -127,6 +140,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.audit = auditClaims(p.Claims)
 	}
 	// Checks that depend on the current time or on use counts run every time.
 	if err := v.checkTimes(p, now); err != nil {

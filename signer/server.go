@@ -252,7 +252,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, endpoint, op stri
 		return rq, newErr(http.StatusUnauthorized, core.ErrCodeUnauthenticated, "%v", err)
 	}
 	rq.p = p
-	rq.rec.Issuer, rq.rec.Subject, rq.rec.Claims = p.Issuer, p.Subject, auditClaims(p.Claims)
+	rq.rec.Issuer, rq.rec.Subject, rq.rec.Claims = p.Issuer, p.Subject, p.AuditClaims()
 	if !s.limiter.allow(p.Issuer + "\x00" + p.Subject) {
 		return rq, newErr(http.StatusTooManyRequests, core.ErrCodeRateLimited, "rate limit of %g requests/s for this identity exceeded; retry later", s.cfg.Limits.RatePerSecond)
 	}
