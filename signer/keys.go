@@ -189,6 +189,11 @@ func LoadKeys(ctx context.Context, log *slog.Logger, cfg *Config, b Backend) ([]
 			if err := k.CertValid(time.Now()); err != nil {
 				log.Warn("key certificate not valid now; signing with it is refused", "key", k.Name, "err", err)
 			}
+		} else if kc.Purpose == "code" {
+			// DESIGN.md: code keys carry a code-signing certificate whose
+			// validity the signer enforces; without one there is nothing to
+			// enforce and verifiers can only pin the bare key.
+			log.Warn("code key has no certificate: its validity cannot be enforced; add keys[].certificate with a codeSigning chain", "key", k.Name)
 		}
 		k.Info = core.KeyInfo{Name: k.Name, Algorithm: k.Algorithm, Purpose: k.Purpose, KeyID: k.KeyID,
 			PublicKey: k.PublicPEM, CertificateChain: k.ChainPEM, MaxDigests: cfg.Limits.MaxDigests}
