@@ -139,7 +139,7 @@ func Sign(ctx context.Context, o SignOptions) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("describe the build (%s): %w", o.Platform.Name(), err)
 	}
-	token, err := o.token(ctx)
+	token, claims, err := o.token(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -197,10 +197,6 @@ func Sign(ctx context.Context, o SignOptions) (*Result, error) {
 
 	// 5. Provenance.
 	if o.Provenance {
-		claims, err := UnverifiedClaims(token)
-		if err != nil {
-			return nil, fmt.Errorf("read the OIDC token claims: %w", err)
-		}
 		server := o.ServerURL
 		if server == "" && o.Platform.Name() == PlatformGitHub {
 			server = bc.ServerURL
@@ -279,22 +275,24 @@ func (o *SignOptions) provenancePath() string {
 	return filepath.Join(o.outDir(), DefaultProvenanceName)
 }
 
-func (o *SignOptions) token(ctx context.Context) (string, error) {
+// token returns the OIDC token and its (unverified) claims, which also fill
+// the provenance's identity.
+func (o *SignOptions) token(ctx context.Context) (string, map[string]any, error) {
 	t, src, err := o.rawToken(ctx)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	// Fail before any request when the token cannot be for this signer: the
 	// signer would refuse it anyway, but its answer cannot say which
 	// credential or id_tokens entry to fix.
 	claims, err := UnverifiedClaims(t)
 	if err != nil {
-		return "", fmt.Errorf("the OIDC token from %s: %w", src, err)
+		return "", nil, fmt.Errorf("the OIDC token from %s: %w", src, err)
 	}
 	if err := CheckAudience(claims, o.Audience); err != nil {
-		return "", fmt.Errorf("the OIDC token from %s: %w", src, err)
+		return "", nil, fmt.Errorf("the OIDC token from %s: %w", src, err)
 	}
-	return t, nil
+	return t, claims, nil
 }
 
 // CheckAudience reports whether the (unverified) claims name audience in
