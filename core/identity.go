@@ -145,27 +145,21 @@ type claimReader struct {
 	err      error
 }
 
+// required is optional plus an error when the claim is missing, null or empty.
 func (c *claimReader) required(name string) string {
-	v, ok := c.claims[name]
-	if !ok || v == nil {
-		if c.err == nil {
-			c.err = fmt.Errorf("%s token lacks required claim %q", c.platform, name)
-		}
-		return ""
-	}
-	s, err := claimString(v)
-	if err != nil {
-		if c.err == nil {
-			c.err = fmt.Errorf("%s token claim %q: %w", c.platform, name, err)
-		}
-		return ""
-	}
+	s := c.optional(name)
 	if s == "" && c.err == nil {
-		c.err = fmt.Errorf("%s token claim %q is empty", c.platform, name)
+		if v, ok := c.claims[name]; !ok || v == nil {
+			c.err = fmt.Errorf("%s token lacks required claim %q", c.platform, name)
+		} else {
+			c.err = fmt.Errorf("%s token claim %q is empty", c.platform, name)
+		}
 	}
 	return s
 }
 
+// optional returns the claim as a string ("" when missing or null),
+// remembering an error when it is not a scalar.
 func (c *claimReader) optional(name string) string {
 	v, ok := c.claims[name]
 	if !ok || v == nil {
