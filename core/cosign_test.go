@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -67,15 +69,28 @@ func signArtifactLocally(t *testing.T, s *LocalSigner, dir, name string, content
 	if err := WriteFileAtomic(artifact+".sig", SigFileContent(sig), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	writeProvenance(t, s, dir, Subject{Name: name, Digest: map[string]string{"sha256": hex.EncodeToString(d[:])}})
+	pub, err := PublicKeyPEM(s.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, PublicKeyFileName), pub)
+	return artifact
+}
+
+// writeProvenance writes DIR/provenance.intoto.jsonl: one statement for
+// subject with the GitHub test identity, signed by s.
+func writeProvenance(t *testing.T, s *LocalSigner, dir string, subject Subject) {
+	t.Helper()
 	id, err := IdentityFromClaims("github", "", githubClaims())
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := BuildStatement([]Subject{{Name: name, Digest: map[string]string{"sha256": hexOf(d[:])}}}, id, testBuildContext())
+	st, err := BuildStatement([]Subject{subject}, id, testBuildContext())
 	if err != nil {
 		t.Fatal(err)
 	}
-	env, err := SignEnvelope(ctx, s, PayloadTypeInToto, st)
+	env, err := SignEnvelope(context.Background(), s, PayloadTypeInToto, st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,21 +101,6 @@ func signArtifactLocally(t *testing.T, s *LocalSigner, dir, name string, content
 	if err := WriteFileAtomic(filepath.Join(dir, DefaultProvenanceName), line, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := PublicKeyPEM(s.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, PublicKeyFileName), pub)
-	return artifact
-}
-
-func hexOf(b []byte) string {
-	const h = "0123456789abcdef"
-	out := make([]byte, 2*len(b))
-	for i, c := range b {
-		out[2*i], out[2*i+1] = h[c>>4], h[c&15]
-	}
-	return string(out)
 }
 
 // Our outputs pass cosign's verifiers.
@@ -272,18 +272,8 @@ func TestVerifyTampering(t *testing.T) {
 	t.Run("subject digest", func(t *testing.T) {
 		// A validly signed statement whose subject digest is another one.
 		dir, artifact, keyPEM := fresh(t)
-		id, _ := IdentityFromClaims("github", "", githubClaims())
-		st, err := BuildStatement([]Subject{{Name: "app.tar.gz", Digest: map[string]string{"sha256": strings.Repeat("ab", 32)}}}, id, testBuildContext())
-		if err != nil {
-			t.Fatal(err)
-		}
-		env, err := SignEnvelope(ctx, s, PayloadTypeInToto, st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		line, _ := EnvelopesJSONL([]Envelope{*env})
-		writeFile(t, filepath.Join(dir, DefaultProvenanceName), line)
-		_, err = Verify(ctx, opts(dir, artifact, keyPEM))
+		writeProvenance(t, s, dir, Subject{Name: "app.tar.gz", Digest: map[string]string{"sha256": strings.Repeat("ab", 32)}})
+		_, err := Verify(ctx, opts(dir, artifact, keyPEM))
 		assertCheck(t, err, CheckSubjectDigest, "provenance was made for different content")
 	})
 	t.Run("expectations", func(t *testing.T) {
@@ -312,5 +302,5 @@ func TestVerifyTampering(t *testing.T) {
 }
 
 func b64(s string) string {
-	return strings.TrimSpace(string(SigFileContent([]byte(s))))
+	return base64.StdEncoding.EncodeToString([]byte(s))
 }
