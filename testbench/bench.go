@@ -209,7 +209,7 @@ func (b *Bench) SignerConfig() SignerConfig {
 		Audience: DefaultAudience,
 		// A small jti budget (a job uses 2-5: sign, attest, retries) so the
 		// budget row is quick; max_digests 1000 is the documented default.
-		Limits: &SignerLimits{JTIUses: JTIBudget, MaxDigests: 1000, MaxTokenAge: "1h"},
+		Limits: SignerLimits{JTIUses: JTIBudget, MaxDigests: 1000, MaxTokenAge: time.Hour},
 		Issuers: []SignerIssuer{
 			IssuerEntry("github", b.GitHub.Issuer),
 			IssuerEntry("gitlab", b.GitLab.Issuer),

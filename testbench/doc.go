@@ -30,8 +30,8 @@
 //     plus CA chain for signer.yaml keys[].certificate; ReadPublicKey reads
 //     an HSM key's public key. GitHubTagClaims/GitHubTagEnv describe a tag build.
 //   - BuildBinaries(ctx, dir): go build of cmd/signet and cmd/signetd.
-//   - SignerConfig + WriteConfig: signer.yaml; IssuerEntry(name, issuer) makes
-//     the issuers: entry (with ca:).
+//   - SignerConfig (= signer.Config, the signer's own schema) + WriteConfig:
+//     signer.yaml; IssuerEntry(name, issuer) makes the issuers: entry (with ca:).
 //   - StartSigner(ctx, SignerOptions{Signetd, Dir, CA, Config, Env}): the real
 //     signetd on a free loopback port over TLS, waiting for /readyz; .URL,
 //     .AuditPath, .CAPath, .Stop (SIGTERM), .Kill (SIGKILL), .Restart,

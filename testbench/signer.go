@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/signet-ci/signet/signer"
 )
 
 // Binaries are the paths of the built command-line tools.
@@ -74,64 +76,17 @@ func BuildBinaries(ctx context.Context, dir string) (Binaries, error) {
 	return b, nil
 }
 
-// SignerConfig is signer.yaml (DESIGN.md "Signer configuration").
-type SignerConfig struct {
-	Listen   string         `yaml:"listen"`
-	TLS      *SignerTLS     `yaml:"tls,omitempty"`
-	Audience string         `yaml:"audience"`
-	Issuers  []SignerIssuer `yaml:"issuers"`
-	Keys     []SignerKey    `yaml:"keys"`
-	Audit    SignerAudit    `yaml:"audit"`
-	Limits   *SignerLimits  `yaml:"limits,omitempty"`
-	Extra    map[string]any `yaml:",inline"`
-}
-
-// SignerTLS is tls: {cert, key}.
-type SignerTLS struct {
-	Cert string `yaml:"cert"`
-	Key  string `yaml:"key"`
-}
-
-// SignerIssuer is one trusted issuer.
-type SignerIssuer struct {
-	Name       string   `yaml:"name"`
-	URL        string   `yaml:"url"`
-	Platform   string   `yaml:"platform,omitempty"`
-	ServerURL  string   `yaml:"server_url,omitempty"`
-	Algorithms []string `yaml:"algorithms,omitempty"`
-	CA         string   `yaml:"ca,omitempty"`
-}
-
-// SignerKey is one key with its allow rules.
-type SignerKey struct {
-	Name        string      `yaml:"name"`
-	Purpose     string      `yaml:"purpose"`
-	URI         string      `yaml:"uri"`
-	Certificate string      `yaml:"certificate,omitempty"`
-	Allow       []AllowRule `yaml:"allow"`
-}
-
-// AllowRule allows tokens of Issuer whose claims match (exact or glob);
-// with Purpose set, only for keys of that purpose (code | firmware).
-type AllowRule struct {
-	Issuer  string            `yaml:"issuer"`
-	Purpose string            `yaml:"purpose,omitempty"`
-	Claims  map[string]string `yaml:"claims,omitempty"`
-}
-
-// SignerAudit is audit: {path}.
-type SignerAudit struct {
-	Path string `yaml:"path"`
-}
-
-// SignerLimits is limits: {...}.
-type SignerLimits struct {
-	MaxBodyBytes  int64  `yaml:"max_body_bytes,omitempty"`
-	MaxDigests    int    `yaml:"max_digests,omitempty"`
-	MaxTokenBytes int    `yaml:"max_token_bytes,omitempty"`
-	MaxTokenAge   string `yaml:"max_token_age,omitempty"`
-	JTIUses       int    `yaml:"jti_uses,omitempty"`
-}
+// The signer.yaml schema is the signer's own (signer.Config); these aliases
+// keep the bench's names. Zero values are the signer's defaults.
+type (
+	SignerConfig = signer.Config
+	SignerTLS    = signer.TLSConfig
+	SignerIssuer = signer.IssuerConfig
+	SignerKey    = signer.KeyConfig
+	AllowRule    = signer.Rule
+	SignerAudit  = signer.AuditConfig
+	SignerLimits = signer.Limits
+)
 
 // IssuerEntry returns the signer.yaml entry trusting is under name (its CA
 // included).
