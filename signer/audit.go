@@ -381,10 +381,9 @@ func verifyAudit(r io.Reader) (verifyResult, error) {
 			if rec.Prev != res.last {
 				return res, &AuditBreak{Line: lineNo, Reason: "prev does not match the previous record's hash (record deleted, reordered or edited)"}
 			}
+			// Reseal the record: sealRecord recomputes Hash from the content.
 			h := rec.Hash
-			sealed, _ := sealRecord(&rec)
-			_ = sealed
-			if rec.Hash != h {
+			if _, err := sealRecord(&rec); err != nil || rec.Hash != h {
 				return res, &AuditBreak{Line: lineNo, Reason: "hash does not match the record's content (record edited)"}
 			}
 			res.count++

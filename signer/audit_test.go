@@ -47,29 +47,38 @@ func TestAuditTamperingIsDetected(t *testing.T) {
 		t.Fatalf("refusal record: %+v %v", last, err)
 	}
 	join := func(ls ...[]byte) []byte { return bytes.Join(ls, nil) }
+	// Each edit must be caught by the check named in wantReason; the two
+	// content edits keep seq, prev and canonical form intact, so only the
+	// recomputed hash can catch them.
+	lastHash := []byte(`"hash":"` + last.Hash + `"`)
 	tests := []struct {
-		name     string
-		content  []byte
-		wantLine int
+		name       string
+		content    []byte
+		wantLine   int
+		wantReason string
 	}{
-		{"edit a digest", join(lines[0], lines[1], bytes.Replace(lines[2], []byte(`"sha256":"`), []byte(`"sha256":"f`), 1), lines[3], lines[4], lines[5]), 3},
-		{"edit the decision of the last record", join(lines[0], lines[1], lines[2], lines[3], lines[4], bytes.Replace(lines[5], []byte(`"deny"`), []byte(`"allow"`), 1)), 6},
-		{"reformat a record", join(lines[0], bytes.Replace(lines[1], []byte(`,"time"`), []byte(`, "time"`), 1), lines[2], lines[3], lines[4], lines[5]), 2},
-		{"delete a record", join(lines[0], lines[1], lines[3], lines[4], lines[5]), 3},
-		{"reorder two records", join(lines[0], lines[2], lines[1], lines[3], lines[4], lines[5]), 2},
-		{"delete the first record", join(lines[1], lines[2], lines[3], lines[4], lines[5]), 1},
-		{"torn last record", join(lines[0], lines[1], lines[2][:20]), 3},
+		{"edit a digest", join(lines[0], lines[1], bytes.Replace(lines[2], []byte(`"sha256":"`), []byte(`"sha256":"f`), 1), lines[3], lines[4], lines[5]), 3, "hash does not match"},
+		{"edit the decision of the last record", join(lines[0], lines[1], lines[2], lines[3], lines[4], bytes.Replace(lines[5], []byte(`"deny"`), []byte(`"allow"`), 1)), 6, "hash does not match"},
+		{"replace the hash of the last record", join(lines[0], lines[1], lines[2], lines[3], lines[4], bytes.Replace(lines[5], lastHash, []byte(`"hash":"`+strings.Repeat("0", 64)+`"`), 1)), 6, "hash does not match"},
+		{"reformat a record", join(lines[0], bytes.Replace(lines[1], []byte(`,"time"`), []byte(`, "time"`), 1), lines[2], lines[3], lines[4], lines[5]), 2, "canonical form"},
+		{"delete a record", join(lines[0], lines[1], lines[3], lines[4], lines[5]), 3, "seq is 4, want 3"},
+		{"reorder two records", join(lines[0], lines[2], lines[1], lines[3], lines[4], lines[5]), 2, "seq is 3, want 2"},
+		{"delete the first record", join(lines[1], lines[2], lines[3], lines[4], lines[5]), 1, "seq is 2, want 1"},
+		{"torn last record", join(lines[0], lines[1], lines[2][:20]), 3, "incomplete last record"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			if bytes.Equal(tc.content, join(lines...)) {
+				t.Fatal("the edit changed nothing")
+			}
 			p := filepath.Join(t.TempDir(), "audit.jsonl")
 			if err := os.WriteFile(p, tc.content, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			_, err := signer.VerifyAuditLog(p)
 			var br *signer.AuditBreak
-			if !errors.As(err, &br) || br.Line != tc.wantLine {
-				t.Fatalf("want a break at line %d, got %v", tc.wantLine, err)
+			if !errors.As(err, &br) || br.Line != tc.wantLine || !strings.Contains(br.Reason, tc.wantReason) {
+				t.Fatalf("want a break at line %d (%s), got %v", tc.wantLine, tc.wantReason, err)
 			}
 		})
 	}
