@@ -370,16 +370,8 @@ func (c *Client) Sign(ctx context.Context, key string, digests []DigestRequest) 
 		}()
 	}
 	wg.Wait()
-	// Report the first real failure, not the cancellations it caused.
-	for _, e := range errs {
-		if e != nil && !errors.Is(e, context.Canceled) {
-			return nil, e
-		}
-	}
-	for _, e := range errs {
-		if e != nil {
-			return nil, e
-		}
+	if i := firstFailure(errs); i >= 0 {
+		return nil, errs[i]
 	}
 	var all SignResponse
 	for _, r := range results {

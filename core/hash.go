@@ -224,15 +224,30 @@ func HashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, wor
 	if err != nil {
 		return nil, err
 	}
-	// Report the real failure, not the cancellations it caused.
-	for _, real := range []bool{true, false} {
-		for i, e := range errs {
-			if e != nil && (!real || !errors.Is(e, context.Canceled)) {
-				return nil, fmt.Errorf("hash %s: %w", files[i].Name, e)
-			}
-		}
+	if i := firstFailure(errs); i >= 0 {
+		return nil, fmt.Errorf("hash %s: %w", files[i].Name, errs[i])
 	}
 	return out, nil
+}
+
+// firstFailure returns the index of the first error that is not a
+// cancellation, else of the first error, else -1: when one failure cancels
+// the other workers, the failure is what the user must see, not the
+// cancellations it caused.
+func firstFailure(errs []error) int {
+	first := -1
+	for i, e := range errs {
+		if e == nil {
+			continue
+		}
+		if !errors.Is(e, context.Canceled) {
+			return i
+		}
+		if first < 0 {
+			first = i
+		}
+	}
+	return first
 }
 
 // HashFilesAll hashes every file it can, like sha256sum: errs[i] is the
@@ -293,12 +308,8 @@ func hashFiles(ctx context.Context, files []ArtifactFile, alg HashAlgorithm, wor
 		}()
 	}
 	wg.Wait()
-	if failFast {
-		for _, e := range errs {
-			if e != nil && !errors.Is(e, context.Canceled) {
-				return out, errs, nil
-			}
-		}
+	if i := firstFailure(errs); failFast && i >= 0 && !errors.Is(errs[i], context.Canceled) {
+		return out, errs, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, nil, fmt.Errorf("hashing interrupted: %w", err)
