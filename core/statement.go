@@ -386,13 +386,3 @@ func isImmutableIDKey(platform, k string) bool {
 	}
 	return false
 }
-
-// BuildAsserted returns externalParameters.buildAsserted (facts the build
-// states but no token vouches for).
-func (ps *ParsedStatement) BuildAsserted() map[string]any {
-	v := ps.Provenance.GetBuildDefinition().GetExternalParameters().GetFields()[BuildAssertedKey]
-	if v == nil || v.GetStructValue() == nil {
-		return nil
-	}
-	return v.GetStructValue().AsMap()
-}
