@@ -80,26 +80,41 @@ type Bench struct {
 	cancel context.CancelFunc
 }
 
-// FindCosign looks for cosign on PATH, then in $(go env GOPATH)/bin.
-func FindCosign(ctx context.Context) (string, error) {
-	if p, err := exec.LookPath("cosign"); err == nil {
+// toolInstall says how to install the tools the bench and the end-to-end
+// tests run (scripts/setup.sh installs all of them).
+var toolInstall = map[string]string{
+	"cosign": "go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5",
+	"act":    "go install github.com/nektos/act@v0.2.89",
+	"strace": "apt-get install strace",
+}
+
+// FindTool looks for the program name on PATH, then in $(go env GOPATH)/bin
+// (where `go install` puts it). The error says how to install it.
+func FindTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
 	gopath := os.Getenv("GOPATH")
 	if gopath == "" {
-		out, err := exec.CommandContext(ctx, "go", "env", "GOPATH").Output()
-		if err == nil {
+		if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
 			gopath = strings.TrimSpace(string(out))
 		}
 	}
 	for _, dir := range filepath.SplitList(gopath) {
-		p := filepath.Join(dir, "bin", "cosign")
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+		p := filepath.Join(dir, "bin", name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 			return p, nil
 		}
 	}
-	return "", errors.New("cosign not found on PATH or in $(go env GOPATH)/bin: install it with `go install github.com/sigstore/cosign/v2/cmd/cosign@latest`")
+	how := "run scripts/setup.sh"
+	if cmd, ok := toolInstall[name]; ok {
+		how += " (" + cmd + ")"
+	}
+	return "", fmt.Errorf("%s not found on PATH or in $(go env GOPATH)/bin: install it: %s", name, how)
 }
+
+// FindCosign is FindTool("cosign") (ctx is unused; kept for callers).
+func FindCosign(ctx context.Context) (string, error) { return FindTool("cosign") }
 
 // NewBench sets everything up. Close it when done.
 func NewBench(ctx context.Context, opts BenchOptions) (*Bench, error) {
@@ -120,7 +135,7 @@ func NewBench(ctx context.Context, opts BenchOptions) (*Bench, error) {
 	}()
 	var err error
 	if b.Cosign == "" {
-		if b.Cosign, err = FindCosign(ctx); err != nil {
+		if b.Cosign, err = FindTool("cosign"); err != nil {
 			return nil, err
 		}
 	}

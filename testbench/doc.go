@@ -30,6 +30,9 @@
 //     plus CA chain for signer.yaml keys[].certificate; ReadPublicKey reads
 //     an HSM key's public key. GitHubTagClaims/GitHubTagEnv describe a tag build.
 //   - BuildBinaries(ctx, dir): go build of cmd/signet and cmd/signetd.
+//   - FindTool(name): a program on PATH, else in $(go env GOPATH)/bin (cosign,
+//     act, strace ...); the error says how to install it. FindCosign(ctx) is
+//     FindTool("cosign").
 //   - SignerConfig (= signer.Config, the signer's own schema) + WriteConfig:
 //     signer.yaml; IssuerEntry(name, issuer) makes the issuers: entry (with ca:).
 //   - StartSigner(ctx, SignerOptions{Signetd, Dir, CA, Config, Env}): the real

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -21,9 +20,9 @@ import (
 // This is the row that turns red when the audit fsync is removed: a kill -9
 // alone cannot show it, because the page cache survives a process crash.
 func (b *Bench) fsyncCheck(ctx context.Context) (string, string) {
-	strace, err := exec.LookPath("strace")
+	strace, err := FindTool("strace")
 	if err != nil {
-		return "strace not installed", "install strace (apt-get install strace) to check audit fsync ordering"
+		return "strace not installed", err.Error() + " to check audit fsync ordering"
 	}
 	dir := filepath.Join(b.Dir, "signer-strace")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

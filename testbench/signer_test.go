@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,5 +51,28 @@ func TestWriteConfigLoadsInSigner(t *testing.T) {
 	}
 	if l := got.Limits; l.JTIUses != JTIBudget || l.MaxDigests != 1000 || l.MaxTokenAge != time.Hour {
 		t.Errorf("loaded limits %+v, want jti_uses %d, max_digests 1000, max_token_age 1h", l, JTIBudget)
+	}
+}
+
+// FindTool falls back to $GOPATH/bin, and its error names the tool and how
+// to install it.
+func TestFindTool(t *testing.T) {
+	gopath := t.TempDir()
+	bin := filepath.Join(gopath, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tool := filepath.Join(bin, "cosign")
+	if err := os.WriteFile(tool, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv("GOPATH", gopath)
+	if p, err := FindTool("cosign"); err != nil || p != tool {
+		t.Errorf("FindTool(cosign) = %q, %v; want %s", p, err, tool)
+	}
+	_, err := FindTool("strace")
+	if err == nil || !strings.Contains(err.Error(), "strace not found") || !strings.Contains(err.Error(), "apt-get install strace") {
+		t.Errorf("FindTool(strace) error = %v; want it to name strace and how to install it", err)
 	}
 }
