@@ -573,7 +573,7 @@ func TestHashFilesErrors(t *testing.T) {
 	var files []ArtifactFile
 	for i := 0; i < 50; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("f%02d", i))
-		writeFileT(t, p, []byte(p))
+		writeFile(t, p, []byte(p))
 		files = append(files, ArtifactFile{Name: filepath.Base(p), Path: p})
 	}
 	files[30].Path = filepath.Join(dir, "vanished")
@@ -594,12 +594,5 @@ func TestHashFilesErrors(t *testing.T) {
 	cancel()
 	if _, err := HashFiles(ctx, files[:3], SHA256, 1, nil); err == nil {
 		t.Fatal("cancelled context hashed anyway")
-	}
-}
-
-func writeFileT(t *testing.T, p string, b []byte) {
-	t.Helper()
-	if err := os.WriteFile(p, b, 0o644); err != nil {
-		t.Fatal(err)
 	}
 }

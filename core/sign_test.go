@@ -28,9 +28,9 @@ func (s *stubPlatform) Publish(context.Context, *Result) error { s.published = t
 func TestSignRefusesBadOptionsAndLeavesNoOutputs(t *testing.T) {
 	dir := t.TempDir()
 	art := filepath.Join(dir, "app.bin")
-	writeFileT(t, art, []byte("x"))
+	writeFile(t, art, []byte("x"))
 	emptyTok := filepath.Join(dir, "empty.tok")
-	writeFileT(t, emptyTok, []byte("\n"))
+	writeFile(t, emptyTok, []byte("\n"))
 	base := func() SignOptions {
 		return SignOptions{SignerURL: "http://127.0.0.1:1", Audience: "aud", Key: "k", Artifacts: []string{art},
 			BaseDir: dir, OutputDir: filepath.Join(dir, "out"), Provenance: true, Platform: &stubPlatform{},
