@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything Signet's tests and demo need on a fresh Debian machine.
-# Idempotent: installs only what is missing. Run as root.
+# Idempotent: installs only what is missing. Runs apt-get and npm as root
+# (through sudo when started as another user).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -12,7 +13,7 @@ else
 fi
 
 # Debian packages: SoftHSM2 (PKCS#11 token), groovy (Jenkins shared library
-# checks), rsync, nodejs/npm (gitlab-ci-local), opensc (pkcs11-tool).
+# checks), rsync, nodejs/npm (gitlab-ci-local), opensc (pkcs11-tool), strace.
 # A package counts as present when its command is on PATH (nodesource's
 # nodejs bundles npm and conflicts with Debian's npm package) or dpkg has it.
 need_pkgs=()
