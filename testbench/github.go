@@ -75,16 +75,11 @@ func GitHubClaims() map[string]any {
 // port over TLS. Tokens: RS256, nbf 10 min before iat and exp 5 min after it,
 // as in GitHub's published example token. It stops when ctx is done or on Close.
 func StartGitHubIssuer(ctx context.Context, ca *CA, opts IssuerOptions) (*GitHubIssuer, error) {
-	is, err := startIssuer(ctx, ca, "github", "", "/.well-known/jwks", opts.Alg)
+	is, err := startIssuer(ctx, ca, issuerSpec{platform: "github", jwksPath: "/.well-known/jwks",
+		lifetime: 5 * time.Minute, nbfBefore: 10 * time.Minute}, opts)
 	if err != nil {
 		return nil, err
 	}
-	is.Audience = firstNonEmpty(opts.Audience, DefaultAudience)
-	is.lifetime = 5 * time.Minute
-	if opts.Lifetime > 0 {
-		is.lifetime = opts.Lifetime
-	}
-	is.nbfBefore = 10 * time.Minute
 	is.defaults = func(time.Time) map[string]any { return GitHubClaims() }
 	g := &GitHubIssuer{Issuer: is, RequestToken: "ghs_" + randomHex(18)}
 	g.RequestURL = is.BaseURL + "/_apis/distributedtask/hubs/build/plans/" + newUUID() + "/jobs/" + newUUID() + "/idtoken?api-version=2.0"
@@ -181,13 +176,4 @@ func (g *GitHubIssuer) Env(workspace string) map[string]string {
 		"ACTIONS_ID_TOKEN_REQUEST_TOKEN": g.RequestToken,
 		"SSL_CERT_FILE":                  g.CAPath,
 	}
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

@@ -28,16 +28,11 @@ type GitLabIssuer struct {
 // port. Tokens: RS256, nbf 5 s before iat, exp one hour (the default job
 // timeout) after it. It stops when ctx is done or on Close.
 func StartGitLabIssuer(ctx context.Context, ca *CA, opts IssuerOptions) (*GitLabIssuer, error) {
-	is, err := startIssuer(ctx, ca, "gitlab", "", "/oauth/discovery/keys", opts.Alg)
+	is, err := startIssuer(ctx, ca, issuerSpec{platform: "gitlab", jwksPath: "/oauth/discovery/keys",
+		lifetime: time.Hour, nbfBefore: 5 * time.Second}, opts)
 	if err != nil {
 		return nil, err
 	}
-	is.Audience = firstNonEmpty(opts.Audience, DefaultAudience)
-	is.lifetime = time.Hour
-	if opts.Lifetime > 0 {
-		is.lifetime = opts.Lifetime
-	}
-	is.nbfBefore = 5 * time.Second
 	g := &GitLabIssuer{Issuer: is, environment: opts.GitLabEnvironment}
 	is.defaults = func(time.Time) map[string]any { return g.DefaultClaims() }
 	return g, nil

@@ -1,6 +1,7 @@
 package testbench
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -27,6 +28,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/signet-ci/signet/core"
 )
 
 // DefaultAudience is the audience the bench's signer configuration expects
@@ -96,9 +99,20 @@ type Issuer struct {
 	ln  net.Listener
 }
 
+// issuerSpec is what a platform fixes about its issuer.
+type issuerSpec struct {
+	platform, issPath, jwksPath string
+	// lifetime is the platform's token lifetime (opts.Lifetime overrides it).
+	lifetime time.Duration
+	// nbfBefore: nbf = iat - nbfBefore; negative: no nbf claim.
+	nbfBefore time.Duration
+}
+
 // startIssuer listens on 127.0.0.1:0 with a CA-issued certificate and serves
-// discovery + JWKS under issPath ("" or "/oidc" ...).
-func startIssuer(ctx context.Context, ca *CA, platform, issPath, jwksPath string, alg string) (*Issuer, error) {
+// discovery + JWKS under spec.issPath ("" or "/oidc" ...). The caller sets
+// defaults (the platform's claims).
+func startIssuer(ctx context.Context, ca *CA, spec issuerSpec, opts IssuerOptions) (*Issuer, error) {
+	platform, issPath, jwksPath, alg := spec.platform, spec.issPath, spec.jwksPath, opts.Alg
 	if ca == nil {
 		return nil, errors.New("testbench issuer: a CA is required (testbench.NewCA)")
 	}
@@ -119,14 +133,20 @@ func startIssuer(ctx context.Context, ca *CA, platform, issPath, jwksPath string
 	ln := tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	base := "https://" + raw.Addr().String()
 	is := &Issuer{
-		Platform: platform,
-		URL:      base + issPath,
-		BaseURL:  base,
-		JWKSURL:  base + jwksPath,
-		CAPath:   ca.CAPath,
-		Alg:      alg,
-		mux:      http.NewServeMux(),
-		ln:       ln,
+		Platform:  platform,
+		URL:       base + issPath,
+		BaseURL:   base,
+		JWKSURL:   base + jwksPath,
+		CAPath:    ca.CAPath,
+		Audience:  cmp.Or(opts.Audience, DefaultAudience),
+		Alg:       alg,
+		lifetime:  spec.lifetime,
+		nbfBefore: spec.nbfBefore,
+		mux:       http.NewServeMux(),
+		ln:        ln,
+	}
+	if opts.Lifetime > 0 {
+		is.lifetime = opts.Lifetime
 	}
 	k, err := newSigningKey(alg)
 	if err != nil {
@@ -445,23 +465,9 @@ func signJWT(header, claims map[string]any, priv crypto.Signer) (string, error) 
 }
 
 // ParseUnverified decodes a JWT's claims without checking the signature
-// (for assertions in tests only).
+// (for assertions in tests only): core.UnverifiedClaims.
 func ParseUnverified(token string) (map[string]any, error) {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("testbench: token has %d parts, want 3", len(parts))
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return nil, fmt.Errorf("testbench: decode claims: %w", err)
-	}
-	var c map[string]any
-	d := json.NewDecoder(strings.NewReader(string(b)))
-	d.UseNumber()
-	if err := d.Decode(&c); err != nil {
-		return nil, fmt.Errorf("testbench: parse claims: %w", err)
-	}
-	return c, nil
+	return core.UnverifiedClaims(token)
 }
 
 func randomHex(n int) string {

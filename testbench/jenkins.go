@@ -40,16 +40,11 @@ func StartJenkinsIssuer(ctx context.Context, ca *CA, opts IssuerOptions) (*Jenki
 		// folders: oidc/job/A/job/B), not a path under the folder itself.
 		issPath = "/oidc/job/" + strings.Join(strings.Split(strings.Trim(opts.JenkinsFolder, "/"), "/"), "/job/")
 	}
-	is, err := startIssuer(ctx, ca, "jenkins", issPath, issPath+"/jwks", opts.Alg)
+	is, err := startIssuer(ctx, ca, issuerSpec{platform: "jenkins", issPath: issPath, jwksPath: issPath + "/jwks",
+		lifetime: time.Hour, nbfBefore: -1 /* the plugin sets no nbf */}, opts)
 	if err != nil {
 		return nil, err
 	}
-	is.Audience = firstNonEmpty(opts.Audience, DefaultAudience)
-	is.lifetime = time.Hour
-	if opts.Lifetime > 0 {
-		is.lifetime = opts.Lifetime
-	}
-	is.nbfBefore = -1 // the plugin sets no nbf
 	j := &JenkinsIssuer{Issuer: is, JenkinsURL: is.BaseURL + "/", Folder: opts.JenkinsFolder, templates: opts.JenkinsClaimTemplates}
 	j.JobURL = j.JenkinsURL + "job/signet-ci/job/demo/job/main/"
 	is.defaults = func(time.Time) map[string]any { return j.DefaultClaims() }
