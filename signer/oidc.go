@@ -44,19 +44,16 @@ type Principal struct {
 	Claims    map[string]any // numbers as json.Number
 	Expiry    time.Time
 
-	// audit holds the identifying claims for audit records, computed once
-	// when the token is verified (the Principal is cached and shared
-	// read-only by every request carrying the same token).
-	audit map[string]string
+	// Computed once when the token is verified (the Principal is cached and
+	// shared read-only by every request carrying the same token): the times
+	// checked on every use (notBefore is zero without nbf) and the
+	// identifying claims for audit records.
+	issuedAt, notBefore time.Time
+	audit               map[string]string
 }
 
 // AuditClaims are the identifying claims copied into audit records.
-func (p *Principal) AuditClaims() map[string]string {
-	if p.audit != nil {
-		return p.audit
-	}
-	return auditClaims(p.Claims)
-}
+func (p *Principal) AuditClaims() map[string]string { return p.audit }
 
 // Verifier checks OIDC ID tokens against the configured issuers.
 type Verifier struct {
@@ -131,18 +128,15 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Principal, error) {
 	v.mu.Lock()
 	p, ok := v.cache[h]
 	v.mu.Unlock()
-	if ok && now.After(p.Expiry.Add(v.limits.Leeway)) {
-		ok = false
-	}
 	if !ok {
 		var err error
 		p, err = v.verify(ctx, raw, now)
 		if err != nil {
 			return nil, err
 		}
-		p.audit = auditClaims(p.Claims)
 	}
-	// Checks that depend on the current time or on use counts run every time.
+	// Checks that depend on the current time or on use counts run every
+	// time (an expired cached token is refused here and dropped by gcLocked).
 	if err := v.checkTimes(p, now); err != nil {
 		return nil, err
 	}
@@ -201,13 +195,10 @@ func (v *Verifier) checkTimes(p *Principal, now time.Time) error {
 	if now.After(p.Expiry.Add(lw)) {
 		return authErr(p.Issuer, "token expired at %s: request a fresh token", p.Expiry.UTC().Format(time.RFC3339))
 	}
-	if nbf, ok := p.Claims["nbf"]; ok {
-		t, _ := numericDate(nbf)
-		if now.Add(lw).Before(t) {
-			return authErr(p.Issuer, "token not valid before %s (nbf)", t.UTC().Format(time.RFC3339))
-		}
+	if now.Add(lw).Before(p.notBefore) {
+		return authErr(p.Issuer, "token not valid before %s (nbf)", p.notBefore.UTC().Format(time.RFC3339))
 	}
-	iat, _ := numericDate(p.Claims["iat"])
+	iat := p.issuedAt
 	if now.Add(lw).Before(iat) {
 		return authErr(p.Issuer, "token issued in the future (iat %s): check clocks", iat.UTC().Format(time.RFC3339))
 	}
@@ -291,6 +282,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Prin
 	if err := v.checkClaims(p); err != nil {
 		return nil, err
 	}
+	p.audit = auditClaims(p.Claims)
 	return p, nil
 }
 
@@ -334,8 +326,11 @@ func (v *Verifier) checkClaims(p *Principal) error {
 			}
 		}
 	}
-	exp, _ := numericDate(c["exp"])
-	p.Expiry = exp
+	p.Expiry, _ = numericDate(c["exp"])
+	p.issuedAt, _ = numericDate(c["iat"])
+	if nbf, ok := c["nbf"]; ok {
+		p.notBefore, _ = numericDate(nbf)
+	}
 	sub, ok := c["sub"].(string)
 	if !ok || sub == "" {
 		return authErr(name, "token sub claim is missing or not a string")

@@ -171,3 +171,21 @@ func TestIssuerWithoutCARootIsRefused(t *testing.T) {
 		t.Fatalf("got %d %+v", code, apiErr)
 	}
 }
+
+// A verified token is cached, but the cache does not outlive it: the time
+// checks run on every use, so the same token is refused once it expires.
+func TestCachedTokenExpires(t *testing.T) {
+	cfg := fx.baseConfig(t)
+	cfg.Limits.Leeway = time.Nanosecond
+	ts := fx.start(t, cfg)
+	exp := time.Now().Add(2500 * time.Millisecond)
+	tok := mint(t, fx.gh, map[string]any{"exp": exp.Unix()})
+	if _, apiErr := ts.call(t, "/v1/sign", tok, signReq("ecdsa-p256", "a"), nil); apiErr != nil {
+		t.Fatalf("before expiry: %+v", apiErr)
+	}
+	time.Sleep(time.Until(time.Unix(exp.Unix(), 0)) + 100*time.Millisecond)
+	code, apiErr := ts.call(t, "/v1/sign", tok, signReq("ecdsa-p256", "a"), nil)
+	if code != http.StatusUnauthorized || apiErr == nil || !strings.Contains(apiErr.Message, "expired") {
+		t.Fatalf("after expiry: want 401 expired, got %d %+v", code, apiErr)
+	}
+}
