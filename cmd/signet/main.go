@@ -188,7 +188,7 @@ Flags:
 
 	res, err := core.Sign(ctx, o)
 	if err != nil {
-		if r, ok := p.(interface{ ReportError(context.Context, error) }); ok && p != nil {
+		if r, ok := p.(interface{ ReportError(context.Context, error) }); ok {
 			r.ReportError(ctx, err)
 		}
 		var ue *core.UsageError
