@@ -39,7 +39,7 @@ func ParseVerificationKey(pemBytes []byte) (*VerificationKey, error) {
 		switch block.Type {
 		case string(cryptoutils.PublicKeyPEMType), "ECDSA PUBLIC KEY", "RSA PUBLIC KEY":
 			if vk.Public != nil {
-				continue // a key and its certificate: the certificate wins below
+				continue // only the first PUBLIC KEY counts (it must match a leaf certificate, checked below)
 			}
 			pub, err := cryptoutils.UnmarshalPEMToPublicKey(pem.EncodeToMemory(block))
 			if err != nil {
