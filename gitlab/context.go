@@ -100,7 +100,7 @@ func (p *Platform) readableClaims() map[string]any {
 	if tok == "" {
 		return nil
 	}
-	claims, err := decodeClaims(tok)
+	claims, err := core.UnverifiedClaims(tok)
 	if err != nil {
 		return nil
 	}

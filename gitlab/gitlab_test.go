@@ -112,6 +112,8 @@ func TestIDToken(t *testing.T) {
 	multi["aud"] = []any{"https://other.example", testAud}
 	wrong := pushClaims()
 	wrong["aud"] = "https://gitlab.example.com"
+	noAud := pushClaims()
+	delete(noAud, "aud")
 	expired := pushClaims()
 	expired["exp"] = time.Now().Add(-time.Minute).Unix()
 
@@ -137,9 +139,13 @@ func TestIDToken(t *testing.T) {
 		{name: "empty variable", env: map[string]string{"SIGNET_ID_TOKEN": "  "}, audience: testAud, noToken: true, errHas: []string{"id_tokens:"}},
 		{
 			name: "audience mismatch names both", env: map[string]string{"SIGNET_ID_TOKEN": jwtFor(t, wrong)}, audience: testAud,
-			errHas: []string{`aud "https://gitlab.example.com"`, `expects "` + testAud + `"`, "aud: " + testAud},
+			errHas: []string{`aud is "https://gitlab.example.com"`, `signer's audience (--audience) is "` + testAud + `"`, "  id_tokens:\n    SIGNET_ID_TOKEN:\n      aud: " + testAud + "\n"},
 		},
-		{name: "not a JWT", env: map[string]string{"SIGNET_ID_TOKEN": "$SIGNET_ID_TOKEN"}, audience: testAud, errHas: []string{"does not hold an ID token", "3 dot-separated parts"}},
+		{
+			name: "no aud claim shows id_tokens snippet", env: map[string]string{"SIGNET_ID_TOKEN": jwtFor(t, noAud)}, audience: testAud,
+			errHas: []string{"SIGNET_ID_TOKEN is not for this signer", "no aud claim", "  id_tokens:\n    SIGNET_ID_TOKEN:\n      aud: " + testAud + "\n"},
+		},
+		{name: "not a JWT", env: map[string]string{"SIGNET_ID_TOKEN": "$SIGNET_ID_TOKEN"}, audience: testAud, errHas: []string{"SIGNET_ID_TOKEN does not hold an ID token", "three dot-separated parts", "id_tokens:"}},
 		{name: "expired", env: map[string]string{"SIGNET_ID_TOKEN": jwtFor(t, expired)}, audience: testAud, errHas: []string{"expired at"}},
 		{name: "bad variable name", env: map[string]string{"SIGNET_GITLAB_TOKEN_VAR": "$X"}, audience: testAud, errHas: []string{"is not a variable name"}},
 		{name: "no audience", env: map[string]string{"SIGNET_ID_TOKEN": good}, audience: "", errHas: []string{"no audience given"}},

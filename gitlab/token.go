@@ -2,12 +2,13 @@ package gitlab
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/signet-ci/signet/core"
 )
 
 func errorf(format string, args ...any) error {
@@ -27,9 +28,10 @@ func IDTokenSnippet(name, audience string) string {
 // IDToken returns the ID token GitLab minted for the job into the
 // `id_tokens:` variable (SIGNET_ID_TOKEN unless SIGNET_GITLAB_TOKEN_VAR names
 // another). GitLab cannot mint tokens on request: when the variable is missing
-// the error shows the `id_tokens:` block to add. The token's aud is decoded
-// (not verified: the signer verifies) so a wrong audience fails here with both
-// values named instead of as a 401 from the signer.
+// the error shows the `id_tokens:` block to add. The token's aud is checked
+// with core.CheckAudience (decoded, not verified: the signer verifies) so a
+// wrong audience fails here with both values named and the id_tokens: entry to
+// fix, instead of as a 401 from the signer.
 func (p *Platform) IDToken(ctx context.Context, audience string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -48,15 +50,14 @@ func (p *Platform) IDToken(ctx context.Context, audience string) (string, error)
 			"(or set %s to the name of an existing id_tokens: entry whose aud is %s)",
 			name, ErrNoToken, indent(IDTokenSnippet(name, audience), "  "), EnvTokenVar, audience)
 	}
-	claims, err := decodeClaims(tok)
+	claims, err := core.UnverifiedClaims(tok)
 	if err != nil {
-		return "", errorf("the variable %s does not hold an ID token: %v; declare it under id_tokens: (not variables:)", name, err)
+		return "", errorf("the variable %s does not hold an ID token: %w; declare it under id_tokens: (not variables:)", name, err)
 	}
-	auds := audiences(claims["aud"])
-	if !contains(auds, audience) {
-		return "", errorf("audience mismatch: the ID token in %s has aud %s but the signer expects %q.\n"+
+	if err := core.CheckAudience(claims, audience); err != nil {
+		return "", errorf("the ID token in %s is not for this signer: %w.\n"+
 			"Set the job's id_tokens: entry to the signer's audience:\n\n%s",
-			name, quoteList(auds), audience, indent(IDTokenSnippet(name, audience), "  "))
+			name, err, indent(IDTokenSnippet(name, audience), "  "))
 	}
 	if exp, ok := numericDate(claims["exp"]); ok && time.Now().After(exp) {
 		return "", errorf("the ID token in %s expired at %s: GitLab ID tokens live as long as the job's timeout; sign earlier in the job or raise the job timeout",
@@ -66,42 +67,6 @@ func (p *Platform) IDToken(ctx context.Context, audience string) (string, error)
 	p.token = tok
 	p.mu.Unlock()
 	return tok, nil
-}
-
-// decodeClaims returns the payload of a compact JWS without verifying it.
-func decodeClaims(tok string) (map[string]any, error) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("a JWT has 3 dot-separated parts, found %d", len(parts))
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return nil, fmt.Errorf("JWT payload is not base64url: %w", err)
-	}
-	var claims map[string]any
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
-	dec.UseNumber()
-	if err := dec.Decode(&claims); err != nil {
-		return nil, fmt.Errorf("JWT payload is not a JSON object: %w", err)
-	}
-	return claims, nil
-}
-
-// audiences returns aud as a list (it is a string or an array of strings).
-func audiences(v any) []string {
-	switch a := v.(type) {
-	case string:
-		return []string{a}
-	case []any:
-		var out []string
-		for _, e := range a {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
 }
 
 func numericDate(v any) (time.Time, bool) {
@@ -114,26 +79,6 @@ func numericDate(v any) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return time.Unix(int64(f), 0), true
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
-}
-
-func quoteList(list []string) string {
-	if len(list) == 0 {
-		return "(none)"
-	}
-	q := make([]string, len(list))
-	for i, s := range list {
-		q[i] = fmt.Sprintf("%q", s)
-	}
-	return strings.Join(q, ", ")
 }
 
 func indent(s, prefix string) string {

@@ -490,7 +490,7 @@ func TestEndToEnd(t *testing.T) {
 		}{
 			{
 				name: "credential without audience", issuer: e.jenkins, claims: map[string]any{"aud": nil},
-				want: []string{`has no "aud" claim`, "Audience", testbench.DefaultAudience},
+				want: []string{"has no aud claim", `set its Audience to "` + testbench.DefaultAudience + `"`},
 			},
 			{
 				name: "credential for another audience", issuer: e.jenkins, claims: map[string]any{"aud": "sts.amazonaws.com"},

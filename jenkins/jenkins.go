@@ -71,7 +71,8 @@ func (p *platform) get(key string) string {
 }
 
 // IDToken returns the token bound by withCredentials. It refuses, before any
-// network call, a token without "aud" and a token whose aud is not audience.
+// network call, a token without "aud" and a token whose aud is not audience
+// (core.CheckAudience), saying how to fix the credential.
 func (p *platform) IDToken(ctx context.Context, audience string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -80,12 +81,12 @@ func (p *platform) IDToken(ctx context.Context, audience string) (string, error)
 	if err != nil {
 		return "", err
 	}
-	claims, err := decodeClaims(tok)
+	claims, err := core.UnverifiedClaims(tok)
 	if err != nil {
-		return "", fmt.Errorf("jenkins: the id token in %s: %w", src, err)
+		return "", fmt.Errorf("jenkins: the id token in %s: %w: check that the credential is an \"OpenID Connect id token\" credential", src, err)
 	}
-	if err := checkAudience(claims, audience, src); err != nil {
-		return "", err
+	if err := core.CheckAudience(claims, audience); err != nil {
+		return "", fmt.Errorf("jenkins: signet refuses the id token in %s: %w. %s", src, err, audienceHelp(audience))
 	}
 	p.mu.Lock()
 	p.claims = claims
@@ -107,7 +108,7 @@ func (p *platform) tokenClaims() map[string]any {
 	if err != nil {
 		return nil
 	}
-	c, err = decodeClaims(tok)
+	c, err = core.UnverifiedClaims(tok)
 	if err != nil {
 		return nil
 	}

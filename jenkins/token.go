@@ -1,10 +1,6 @@
 package jenkins
 
 import (
-	"bytes"
-	"encoding/base64"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -56,82 +52,11 @@ func (p *platform) rawToken() (tok, src string, err error) {
 	return "", "", fmt.Errorf("jenkins: no OIDC id token: neither %s nor %s is set; %s", tokenVar, tokenFileVar, bindingHelp)
 }
 
-// decodeClaims decodes the JWT payload WITHOUT verifying the signature: the
-// signer verifies it. It is used only to catch misconfiguration early and to
-// see which claim templates the token carries.
-func decodeClaims(tok string) (map[string]any, error) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("not a JWT (want header.payload.signature, got %d part(s)): check that the credential is an \"OpenID Connect id token\" credential", len(parts))
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return nil, fmt.Errorf("the JWT payload is not base64url: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var claims map[string]any
-	if err := dec.Decode(&claims); err != nil || claims == nil {
-		if err == nil {
-			err = errors.New("null payload")
-		}
-		return nil, fmt.Errorf("the JWT payload is not a JSON object: %w", err)
-	}
-	return claims, nil
-}
-
-// audiences returns the aud claim as a list (a JWT aud is a string or an
-// array of strings).
-func audiences(claims map[string]any) ([]string, error) {
-	switch v := claims["aud"].(type) {
-	case nil:
-		return nil, nil
-	case string:
-		if v == "" {
-			return nil, nil
-		}
-		return []string{v}, nil
-	case []any:
-		out := make([]string, 0, len(v))
-		for _, a := range v {
-			s, ok := a.(string)
-			if !ok {
-				return nil, fmt.Errorf("the aud claim holds a %T, want strings", a)
-			}
-			if s != "" {
-				out = append(out, s)
-			}
-		}
-		return out, nil
-	default:
-		return nil, fmt.Errorf("the aud claim is a %T, want a string", v)
-	}
-}
-
-// checkAudience refuses a token without aud (the plugin's credential has an
-// optional Audience field, and a token without one could be replayed to any
-// service) and a token whose aud is not the signer's audience.
-func checkAudience(claims map[string]any, audience, src string) error {
-	auds, err := audiences(claims)
-	if err != nil {
-		return fmt.Errorf("jenkins: the id token in %s: %w", src, err)
-	}
-	if len(auds) == 0 {
-		want := audience
-		if want == "" {
-			want = "the signer's audience"
-		}
-		return fmt.Errorf("jenkins: the id token in %s has no \"aud\" claim, so any service it is shown to could replay it; "+
-			"signet refuses it. In Jenkins, open the OpenID Connect id token credential, set its Audience to %q and save (Update), then rerun", src, want)
-	}
-	if audience == "" {
-		return nil
-	}
-	for _, a := range auds {
-		if a == audience {
-			return nil
-		}
-	}
-	return fmt.Errorf("jenkins: the id token in %s is for audience %q but the signer's audience is %q: "+
-		"set the credential's Audience to %q, or bind the credential made for this signer", src, strings.Join(auds, `", "`), audience, audience)
+// audienceHelp says how to give the credential the signer's audience. The
+// plugin's Audience field is optional, and a token minted without one could be
+// replayed to any service it is shown to, so signet refuses it like a token
+// for another audience.
+func audienceHelp(audience string) string {
+	return fmt.Sprintf("In Jenkins, open the OpenID Connect id token credential, set its Audience to %q and save (Update), "+
+		"or bind the credential made for this signer; then rerun", audience)
 }
