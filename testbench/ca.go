@@ -31,44 +31,68 @@ type CA struct {
 	Cert *x509.Certificate
 
 	key crypto.Signer
-	mu  sync.Mutex
-	n   int64
+	serials
 }
 
 // NewCA creates a CA (ECDSA P-256, valid for one day) and writes its root to
 // dir/ca.pem.
 func NewCA(dir string) (*CA, error) {
+	now := time.Now()
+	cert, key, path, err := newRootCA(dir, "ca.pem", "testbench CA", "Signet testbench CA", now.Add(-time.Hour), now.Add(24*time.Hour), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Dir: dir, CAPath: path, Cert: cert, key: key}, nil
+}
+
+// newRootCA creates dir, an ECDSA P-256 self-signed CA certificate (serial
+// 1, no intermediates below it, with ExtKeyUsage eku when given) and writes
+// it as PEM to dir/file. label prefixes errors.
+func newRootCA(dir, file, label, commonName string, notBefore, notAfter time.Time, eku []x509.ExtKeyUsage) (*x509.Certificate, crypto.Signer, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("testbench CA: create %s: %w", dir, err)
+		return nil, nil, "", fmt.Errorf("%s: create %s: %w", label, dir, err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("testbench CA: generate key: %w", err)
+		return nil, nil, "", fmt.Errorf("%s: generate key: %w", label, err)
 	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Signet testbench CA", Organization: []string{"Signet testbench"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
+		Subject:               pkix.Name{CommonName: commonName, Organization: []string{"Signet testbench"}},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		ExtKeyUsage:           eku,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("testbench CA: self-sign: %w", err)
+		return nil, nil, "", fmt.Errorf("%s: self-sign: %w", label, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("testbench CA: parse root: %w", err)
+		return nil, nil, "", fmt.Errorf("%s: parse root: %w", label, err)
 	}
-	ca := &CA{Dir: dir, CAPath: filepath.Join(dir, "ca.pem"), Cert: cert, key: key, n: 1}
-	if err := writeFileAtomic(ca.CAPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, fmt.Errorf("testbench CA: %w", err)
+	path := filepath.Join(dir, file)
+	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return nil, nil, "", fmt.Errorf("%s: %w", label, err)
 	}
-	return ca, nil
+	return cert, key, path, nil
+}
+
+// serials numbers the certificates a CA issues: 2, 3, ... (its root is 1).
+type serials struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (s *serials) next() *big.Int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	return big.NewInt(s.n + 1)
 }
 
 // Pool returns a cert pool holding only the CA root.
@@ -85,13 +109,9 @@ func (ca *CA) ServerCert(hosts ...string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("testbench CA: generate server key: %w", err)
 	}
-	ca.mu.Lock()
-	ca.n++
-	serial := ca.n
-	ca.mu.Unlock()
 	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
+		SerialNumber: ca.next(),
 		Subject:      pkix.Name{CommonName: "127.0.0.1"},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(23 * time.Hour),

@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/signet-ci/signet/core"
@@ -63,58 +59,28 @@ type CodeSigningCA struct {
 	Cert *x509.Certificate
 
 	key crypto.Signer
-	mu  sync.Mutex
-	n   int64
+	serials
 }
 
 // NewCodeSigningCA creates a code-signing CA valid from 60 days ago to 120
 // days from now (so it covers already-expired and not-yet-valid leaves: the
 // leaf alone is what a validity row exercises) and writes dir/code-ca.pem.
 func NewCodeSigningCA(dir string) (*CodeSigningCA, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("code-signing CA: create %s: %w", dir, err)
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("code-signing CA: generate key: %w", err)
-	}
 	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "Signet testbench code-signing CA", Organization: []string{"Signet testbench"}},
-		NotBefore:             now.Add(-60 * 24 * time.Hour),
-		NotAfter:              now.Add(120 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	cert, key, path, err := newRootCA(dir, "code-ca.pem", "code-signing CA", "Signet testbench code-signing CA",
+		now.Add(-60*24*time.Hour), now.Add(120*24*time.Hour), []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning})
 	if err != nil {
-		return nil, fmt.Errorf("code-signing CA: self-sign: %w", err)
+		return nil, err
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("code-signing CA: parse: %w", err)
-	}
-	ca := &CodeSigningCA{Dir: dir, CertPath: filepath.Join(dir, "code-ca.pem"), Cert: cert, key: key, n: 1}
-	if err := writeFileAtomic(ca.CertPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, fmt.Errorf("code-signing CA: %w", err)
-	}
-	return ca, nil
+	return &CodeSigningCA{Dir: dir, CertPath: path, Cert: cert, key: key}, nil
 }
 
 // IssueChain certifies pub for code signing (KeyUsage digitalSignature,
 // ExtKeyUsage codeSigning, valid from notBefore to notAfter) and writes the
 // chain PEM, leaf first then the CA, to path (signer.yaml keys[].certificate).
 func (ca *CodeSigningCA) IssueChain(path, commonName string, pub crypto.PublicKey, notBefore, notAfter time.Time) (*x509.Certificate, error) {
-	ca.mu.Lock()
-	ca.n++
-	serial := ca.n
-	ca.mu.Unlock()
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
+		SerialNumber: ca.next(),
 		Subject:      pkix.Name{CommonName: commonName, Organization: []string{"Signet testbench"}},
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
