@@ -64,6 +64,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "signet-testbench: unexpected arguments %v\n", fs.Args())
 		return 2
 	}
+	if (*signetBin == "") != (*signetdBin == "") {
+		fmt.Fprintln(stderr, "signet-testbench: give both --signet and --signetd, or neither")
+		return 2
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
@@ -93,10 +97,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	start := time.Now()
 	log.Info("setting up: CA, issuers, SoftHSM2 keys, signetd", "dir", work)
-	if (*signetBin == "") != (*signetdBin == "") {
-		fmt.Fprintln(stderr, "signet-testbench: give both --signet and --signetd, or neither")
-		return 2
-	}
 	b, err := testbench.NewBench(ctx, testbench.BenchOptions{Dir: work, Logger: log,
 		Binaries: testbench.Binaries{Signet: *signetBin, Signetd: *signetdBin}})
 	if err != nil {
