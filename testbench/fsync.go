@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,13 +26,10 @@ func (b *Bench) fsyncCheck(ctx context.Context) (string, string) {
 	if err != nil {
 		return "strace not installed", err.Error() + " to check audit fsync ordering"
 	}
-	dir := filepath.Join(b.Dir, "signer-strace")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "setup error", err.Error()
-	}
-	trace := filepath.Join(dir, "strace.out")
-	s, err := StartSigner(ctx, SignerOptions{Signetd: b.Bins.Signetd, Dir: dir, CA: b.CA, Config: b.SignerConfig(), Env: b.HSM.Env(),
-		Wrapper: []string{strace, "-f", "-qq", "-o", trace, "-e", "trace=openat,close,write,writev,pwrite64,fsync,fdatasync,sync_file_range", "--"}})
+	const name = "signer-strace"
+	trace := filepath.Join(b.Dir, name, "strace.out")
+	s, err := b.startAuxSigner(ctx, name,
+		strace, "-f", "-qq", "-o", trace, "-e", "trace=openat,close,write,writev,pwrite64,fsync,fdatasync,sync_file_range", "--")
 	if err != nil {
 		return "setup error", err.Error()
 	}
@@ -136,7 +135,6 @@ func analyseStrace(path, auditPath string, requests int) (string, string) {
 	if len(seenFDs) == 0 {
 		return "audit log open not seen", "no openat of " + auditPath + " in the strace log"
 	}
-	auditFDs = seenFDs
 	// isAnswer: a TLS application-data record written to a socket.
 	isAnswer := func(i int) bool {
 		e := events[i]
@@ -181,7 +179,7 @@ func analyseStrace(path, auditPath string, requests int) (string, string) {
 			}
 		}
 	}
-	detail := fmt.Sprintf("%d requests, %d audit writes, audit fds %v", requests, auditWrites, keysOf(auditFDs))
+	detail := fmt.Sprintf("%d requests, %d audit writes, audit fds %v", requests, auditWrites, slices.Sorted(maps.Keys(seenFDs)))
 	if syncOpen {
 		detail += ", log opened O_SYNC/O_DSYNC"
 	}
@@ -192,12 +190,4 @@ func analyseStrace(path, auditPath string, requests int) (string, string) {
 		return fmt.Sprintf("%d answers before fsync", unsynced), detail + "; first unsynced write: " + firstBad
 	}
 	return "fsync precedes every answer", detail
-}
-
-func keysOf(m map[int]bool) []int {
-	var out []int
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
 }

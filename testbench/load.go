@@ -117,11 +117,12 @@ func (b *Bench) makeLoadJobs(n int) ([]loadJob, error) {
 	return jobs, nil
 }
 
-// startAuxSigner starts a second signetd on the same HSM with its own audit
-// log (so load and crash do not disturb the matrix's audit counts).
-func (b *Bench) startAuxSigner(ctx context.Context, name string) (*Signer, error) {
+// startAuxSigner starts a second signetd in b.Dir/name on the same HSM with
+// its own audit log (so load, crash and strace rows do not disturb the
+// matrix's audit counts), under wrapper when given.
+func (b *Bench) startAuxSigner(ctx context.Context, name string, wrapper ...string) (*Signer, error) {
 	return StartSigner(ctx, SignerOptions{Signetd: b.Bins.Signetd, Dir: filepath.Join(b.Dir, name), CA: b.CA,
-		Config: b.SignerConfig(), Env: b.HSM.Env()})
+		Config: b.SignerConfig(), Env: b.HSM.Env(), Wrapper: wrapper})
 }
 
 // RunLoad runs opts.Jobs simulated CI jobs, opts.Workers at a time, against
