@@ -319,7 +319,7 @@ func TestIdentityFromStatementRefusals(t *testing.T) {
 	}
 }
 
-func TestBuildStatementsSplits(t *testing.T) {
+func TestBuildStatementChunksSplits(t *testing.T) {
 	id, err := IdentityFromClaims("gitlab", "", gitlabClaims())
 	if err != nil {
 		t.Fatal(err)
@@ -328,21 +328,25 @@ func TestBuildStatementsSplits(t *testing.T) {
 	for i := 0; i < 3000; i++ {
 		subjects = append(subjects, Subject{Name: fmt.Sprintf("dist/file-%05d.bin", i), Digest: map[string]string{"sha256": fmt.Sprintf("%064x", i)}})
 	}
-	stmts, err := BuildStatements(subjects, id, nil, 64<<10)
+	chunks, err := buildStatementChunks(subjects, id, nil, 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(stmts) < 4 {
-		t.Fatalf("got %d statements, want several under 64 KiB", len(stmts))
+	if len(chunks) < 4 {
+		t.Fatalf("got %d statements, want several under 64 KiB", len(chunks))
 	}
 	n := 0
-	for i, st := range stmts {
+	for i, c := range chunks {
+		st := c.statement
 		if len(st) > 64<<10 {
 			t.Errorf("statement %d is %d bytes", i, len(st))
 		}
 		ps, err := ParseStatement(st)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if len(ps.Subjects()) != len(c.subjects) {
+			t.Fatalf("statement %d lists %d subjects, its chunk %d (the 413 re-split works on the chunk)", i, len(ps.Subjects()), len(c.subjects))
 		}
 		for _, s := range ps.Subjects() {
 			if s.Name != subjects[n].Name {

@@ -375,26 +375,14 @@ func UnverifiedClaims(token string) (map[string]any, error) {
 	return claims, nil
 }
 
-// BuildStatements builds as many statements as needed so that none exceeds
-// maxBytes (default 1 MiB, well below the signer's default 4 MiB body
-// limit); each covers a contiguous run of subjects.
-func BuildStatements(subjects []Subject, id Identity, bc *BuildContext, maxBytes int) ([][]byte, error) {
-	chunks, err := buildStatementChunks(subjects, id, bc, maxBytes)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]byte, len(chunks))
-	for i, c := range chunks {
-		out[i] = c.statement
-	}
-	return out, nil
-}
-
 type statementChunk struct {
 	subjects  []Subject
 	statement []byte
 }
 
+// buildStatementChunks builds as many statements as needed so that none
+// exceeds maxBytes (default 1 MiB, well below the signer's default 4 MiB body
+// limit); each covers a contiguous run of subjects.
 func buildStatementChunks(subjects []Subject, id Identity, bc *BuildContext, maxBytes int) ([]statementChunk, error) {
 	if maxBytes <= 0 {
 		maxBytes = defaultStatementSize
