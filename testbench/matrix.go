@@ -1014,12 +1014,5 @@ func (b *Bench) auditDelta(ctx context.Context, before auditSnap) string {
 	return ""
 }
 
-// isAllowed reads a record's decision.
-func isAllowed(r map[string]any) bool {
-	d := strings.ToLower(fmt.Sprint(r["decision"]))
-	switch d {
-	case "allow", "allowed", "ok", "signed", "success", "granted":
-		return true
-	}
-	return false
-}
+// isAllowed reads a record's decision: "allow" (signetd writes allow | deny).
+func isAllowed(r map[string]any) bool { return r["decision"] == "allow" }

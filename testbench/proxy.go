@@ -24,16 +24,14 @@ type Proxy struct {
 	// URL is where clients connect (https://127.0.0.1:PORT).
 	URL string
 
-	target   *url.URL
 	srv      *http.Server
 	fail503  atomic.Int64
 	delay    atomic.Int64 // nanoseconds
 	injected atomic.Int64
 
-	mu       sync.Mutex
-	hook     func(Answer)
-	statuses map[int]int // upstream status -> count, for /v1/sign and /v1/attest
-	answers  []Answer
+	mu      sync.Mutex
+	hook    func(Answer)
+	answers []Answer
 }
 
 // Answer is one answer of signetd on a signing path, as the proxy saw it.
@@ -58,14 +56,13 @@ func StartProxy(ctx context.Context, ca *CA, target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: listen: %w", err)
 	}
-	p := &Proxy{URL: "https://" + raw.Addr().String(), target: tu, statuses: map[int]int{}}
+	p := &Proxy{URL: "https://" + raw.Addr().String()}
 	rp := httputil.NewSingleHostReverseProxy(tu)
 	rp.Transport = &http.Transport{TLSClientConfig: ca.TLSClientConfig(), MaxIdleConnsPerHost: 64}
 	rp.ErrorLog = log.New(io.Discard, "", 0)
 	rp.ModifyResponse = func(resp *http.Response) error {
 		if isSigningPath(resp.Request.URL.Path) {
 			p.mu.Lock()
-			p.statuses[resp.StatusCode]++
 			a := Answer{Path: resp.Request.URL.Path, Status: resp.StatusCode, RequestID: resp.Header.Get("X-Request-Id")}
 			p.answers = append(p.answers, a)
 			hook := p.hook
@@ -134,9 +131,9 @@ func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
 func (p *Proxy) Statuses() map[int]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[int]int, len(p.statuses))
-	for k, v := range p.statuses {
-		out[k] = v
+	out := map[int]int{}
+	for _, a := range p.answers {
+		out[a.Status]++
 	}
 	return out
 }
