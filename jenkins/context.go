@@ -10,29 +10,31 @@ import (
 	"github.com/signet-ci/signet/core"
 )
 
-// envFacts are the Jenkins variables the adapter reports, in statement order.
-func envFacts() []string {
-	return []string{"JENKINS_URL", "JOB_URL", "BUILD_URL", "JOB_NAME", "BUILD_NUMBER", "NODE_NAME",
-		"GIT_URL", "GIT_COMMIT", "GIT_BRANCH", "BRANCH_NAME", "CHANGE_ID", "TAG_NAME",
-	}
+// fact is a Jenkins variable the adapter reports: the claim that vouches for
+// it when the credential's claim templates set it (docs/jenkins.md), and
+// where it goes in the SLSA parameters when it is vouched for.
+type fact struct {
+	env, claim string
+	param, key string // param is "external", "internal" or "source"
 }
 
-// claimFor names the claim that vouches for an environment variable when
-// the credential's claim templates set it (docs/jenkins.md). JOB_URL and
-// BUILD_NUMBER are the plugin's defaults (sub = ${JOB_URL},
-// build_number = ${BUILD_NUMBER}); the git ones are the templates we
-// recommend. JENKINS_URL, JOB_NAME and BUILD_URL are derived below.
-func claimFor() map[string]string {
-	return map[string]string{
-		"JOB_URL":      "sub",
-		"BUILD_NUMBER": "build_number",
-		"GIT_URL":      "git_url",
-		"GIT_COMMIT":   "git_commit",
-		"GIT_BRANCH":   "branch",
-		"BRANCH_NAME":  "branch",
-		"CHANGE_ID":    "change_id",
-		"TAG_NAME":     "tag_name",
-	}
+// facts in statement order. JOB_URL and BUILD_NUMBER are vouched for by the
+// plugin's defaults (sub = ${JOB_URL}, build_number = ${BUILD_NUMBER}); the
+// git ones by the templates we recommend. JENKINS_URL, JOB_NAME and
+// BUILD_URL are derived in describe; NODE_NAME is always build-asserted.
+var facts = []fact{
+	{env: "JENKINS_URL", param: "internal", key: "jenkins_url"},
+	{env: "JOB_URL", claim: "sub", param: "external", key: "job"},
+	{env: "BUILD_URL", param: "internal", key: "build_url"},
+	{env: "JOB_NAME", param: "external", key: "job_name"},
+	{env: "BUILD_NUMBER", claim: "build_number", param: "internal", key: "build_number"},
+	{env: "NODE_NAME"},
+	{env: "GIT_URL", claim: "git_url", param: "source", key: "repository"},
+	{env: "GIT_COMMIT", claim: "git_commit", param: "source", key: "commit"},
+	{env: "GIT_BRANCH", claim: "branch", param: "source", key: "branch"},
+	{env: "BRANCH_NAME", claim: "branch", param: "source", key: "branch"},
+	{env: "CHANGE_ID", claim: "change_id", param: "external", key: "change_id"},
+	{env: "TAG_NAME", claim: "tag_name", param: "external", key: "tag"},
 }
 
 // claimString renders a claim as text (strings as they are, numbers in
@@ -57,9 +59,10 @@ func claimString(claims map[string]any, name string) (string, bool) {
 func describe(get func(string) string, claims map[string]any, log *slog.Logger) *core.BuildContext {
 	jenkinsURL := get("JENKINS_URL")
 	vouched := map[string]bool{}
-	for env, claim := range claimFor() {
+	for _, f := range facts {
+		env, claim := f.env, f.claim
 		v := get(env)
-		if v == "" {
+		if claim == "" || v == "" {
 			continue
 		}
 		c, ok := claimString(claims, claim)
@@ -94,46 +97,24 @@ func describe(get func(string) string, claims map[string]any, log *slog.Logger) 
 		}
 	}
 
-	ext := map[string]any{}
-	internal := map[string]any{}
+	params := map[string]map[string]any{"external": {}, "internal": {}, "source": {}}
 	asserted := map[string]string{}
-	source := map[string]any{}
-	for _, env := range envFacts() {
-		v := get(env)
+	for _, f := range facts {
+		v := get(f.env)
 		if v == "" {
 			continue
 		}
-		ok, known := vouched[env]
+		ok, known := vouched[f.env]
 		if known && !ok {
 			continue // contradicted by the token
 		}
 		if !ok {
-			asserted[env] = v
+			asserted[f.env] = v
 			continue
 		}
-		switch env {
-		case "JENKINS_URL":
-			internal["jenkins_url"] = v
-		case "JOB_URL":
-			ext["job"] = v
-		case "JOB_NAME":
-			ext["job_name"] = v
-		case "BUILD_URL":
-			internal["build_url"] = v
-		case "BUILD_NUMBER":
-			internal["build_number"] = v
-		case "GIT_URL":
-			source["repository"] = v
-		case "GIT_COMMIT":
-			source["commit"] = v
-		case "GIT_BRANCH", "BRANCH_NAME":
-			source["branch"] = v
-		case "CHANGE_ID":
-			ext["change_id"] = v
-		case "TAG_NAME":
-			ext["tag"] = v
-		}
+		params[f.param][f.key] = v
 	}
+	ext, internal, source := params["external"], params["internal"], params["source"]
 	if len(source) > 0 {
 		ext["source"] = source
 	}
