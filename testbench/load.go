@@ -82,33 +82,18 @@ func (b *Bench) makeLoadJobs(n int) ([]loadJob, error) {
 	jobs := make([]loadJob, n)
 	for i := range jobs {
 		p := Platforms[i%len(Platforms)]
-		var (
-			claims map[string]any
-			tok    string
-			err    error
-			server string
-		)
-		switch p {
-		case "github":
-			claims = b.GitHub.Claims(map[string]any{"run_id": fmt.Sprint(7000000 + i)})
-			tok, err = b.GitHub.Mint(map[string]any{"jti": claims["jti"], "run_id": claims["run_id"]})
-			server = GitHubServerURL
-		case "gitlab":
-			claims = b.GitLab.Claims(map[string]any{"job_id": fmt.Sprint(9000000 + i)})
-			tok, err = b.GitLab.Mint(map[string]any{"jti": claims["jti"], "job_id": claims["job_id"]})
-		case "jenkins":
-			claims = b.Jenkins.Claims(map[string]any{"build_number": 1000 + i})
-			tok, err = b.Jenkins.Mint(map[string]any{"build_number": 1000 + i})
-		}
-		if err != nil {
-			return nil, err
-		}
-		id, err := core.IdentityFromClaims(p, server, claims)
+		// A distinct build per job: run, job or build number.
+		overrides := map[string]map[string]any{
+			"github":  {"run_id": fmt.Sprint(7000000 + i)},
+			"gitlab":  {"job_id": fmt.Sprint(9000000 + i)},
+			"jenkins": {"build_number": 1000 + i},
+		}[p]
+		tok, id, err := b.mintWithIdentity(p, overrides)
 		if err != nil {
 			return nil, err
 		}
 		d := randomDigest()
-		stmt, err := core.BuildStatement([]core.Subject{{Name: d.Name, Digest: map[string]string{"sha256": d.SHA256}}}, id, &core.BuildContext{Platform: p})
+		stmt, err := digestStatement(d, id, p)
 		if err != nil {
 			return nil, err
 		}

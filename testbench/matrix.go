@@ -595,6 +595,39 @@ func randomDigest() core.DigestRequest {
 	return core.DigestRequest{Name: "artifact-" + hex.EncodeToString(buf[:4]) + ".bin", SHA256: hex.EncodeToString(sum[:])}
 }
 
+// mintWithIdentity mints a token of platform (github, gitlab or jenkins)
+// with overrides merged over the defaults, and returns it with the build
+// identity core derives from exactly its claims.
+func (b *Bench) mintWithIdentity(platform string, overrides map[string]any) (string, core.Identity, error) {
+	var is *Issuer
+	server := ""
+	switch platform {
+	case "github":
+		is, server = b.GitHub.Issuer, GitHubServerURL
+	case "gitlab":
+		is = b.GitLab.Issuer
+	case "jenkins":
+		is = b.Jenkins.Issuer
+	default:
+		return "", core.Identity{}, fmt.Errorf("unknown platform %q", platform)
+	}
+	claims := is.Claims(overrides)
+	tok, err := is.Mint(claims) // the full claims override every default (jti included)
+	if err != nil {
+		return "", core.Identity{}, err
+	}
+	id, err := core.IdentityFromClaims(platform, server, claims)
+	if err != nil {
+		return "", core.Identity{}, fmt.Errorf("identity from %s claims: %w", platform, err)
+	}
+	return tok, id, nil
+}
+
+// digestStatement is the in-toto statement of one digest built by id on platform.
+func digestStatement(d core.DigestRequest, id core.Identity, platform string) ([]byte, error) {
+	return core.BuildStatement([]core.Subject{{Name: d.Name, Digest: map[string]string{"sha256": d.SHA256}}}, id, &core.BuildContext{Platform: platform})
+}
+
 // directSign sends one digest with token to key, bypassing every client check.
 func (b *Bench) directSign(ctx context.Context, token, key string) (string, string) {
 	c, err := b.client(token)
@@ -664,34 +697,12 @@ func (b *Bench) tooManyDigests(ctx context.Context, n int) (string, string) {
 // otherRepoStatement: a valid token, but a statement whose identity names
 // another repository. The signer must refuse it.
 func (b *Bench) otherRepoStatement(ctx context.Context, platform string) (string, string) {
-	var (
-		claims map[string]any
-		tok    string
-		err    error
-		server string
-	)
-	switch platform {
-	case "github":
-		claims = b.GitHub.Claims(nil)
-		tok, err = b.GitHub.Mint(map[string]any{"jti": claims["jti"]})
-		server = GitHubServerURL
-	case "gitlab":
-		claims = b.GitLab.Claims(nil)
-		tok, err = b.GitLab.Mint(map[string]any{"jti": claims["jti"]})
-	case "jenkins":
-		claims = b.Jenkins.Claims(nil)
-		tok, err = b.Jenkins.Mint(nil)
-	}
+	tok, id, err := b.mintWithIdentity(platform, nil)
 	if err != nil {
 		return "mint error", err.Error()
 	}
-	id, err := core.IdentityFromClaims(platform, server, claims)
-	if err != nil {
-		return "identity error", err.Error()
-	}
 	id.SourceRepo = "https://evil.example.com/attacker/other-repo"
-	d := randomDigest()
-	stmt, err := core.BuildStatement([]core.Subject{{Name: d.Name, Digest: map[string]string{"sha256": d.SHA256}}}, id, &core.BuildContext{Platform: platform})
+	stmt, err := digestStatement(randomDigest(), id, platform)
 	if err != nil {
 		return "statement error", err.Error()
 	}
