@@ -3,7 +3,6 @@ package signer
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
@@ -594,10 +593,4 @@ func remoteHost(addr string) string {
 		return h
 	}
 	return addr
-}
-
-// TokenHash is a non-reversible token fingerprint for logs.
-func TokenHash(tok string) string {
-	h := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(h[:8])
 }
