@@ -12,10 +12,13 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/signet-ci/signet/signer/hsm"
 )
 
 // Config is signer.yaml (DESIGN.md "Signer configuration" plus extensions).
@@ -165,9 +168,7 @@ func (c *Config) validate() error {
 	fail := func(field, format string, a ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
 	}
-	if c.Listen == "" {
-		c.Listen = "127.0.0.1:8443"
-	}
+	orDefault(&c.Listen, "127.0.0.1:8443")
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
 		fail("listen", "%q is not host:port: %v", c.Listen, err)
@@ -214,9 +215,7 @@ func (c *Config) validate() error {
 			fail(f+".url", "duplicate issuer url %q", is.URL)
 		}
 		urls[is.URL] = true
-		if is.Platform == "" {
-			is.Platform = is.Name
-		}
+		orDefault(&is.Platform, is.Name)
 		if !validPlatforms[is.Platform] {
 			fail(f+".platform", "%q: want github, gitlab or jenkins (defaults to the issuer name)", is.Platform)
 		}
@@ -265,15 +264,13 @@ func (c *Config) validate() error {
 		default:
 			fail(f+".uri", "must start with pkcs11: or file:")
 		}
-		if k.Algorithm != "" && !knownAlgorithm(k.Algorithm) {
-			fail(f+".algorithm", "%q: want ecdsa-p256, ecdsa-p384, rsa-3072, rsa-3072-pss or ed25519", k.Algorithm)
+		if k.Algorithm != "" && !slices.Contains(hsm.Algorithms, k.Algorithm) {
+			fail(f+".algorithm", "%q: want one of %s", k.Algorithm, strings.Join(hsm.Algorithms, ", "))
 		}
 		if k.Certificate != "" {
 			k.Certificate = c.resolve(k.Certificate)
 		}
-		if k.ExpiryWarningDays == 0 {
-			k.ExpiryWarningDays = 30
-		}
+		orDefault(&k.ExpiryWarningDays, 30)
 		if len(k.Allow) == 0 {
 			// Deny by default is fine, but a key nobody may use is likely a mistake.
 			fail(f+".allow", "no rules: nobody could use key %q (deny by default); add at least one rule", k.Name)
@@ -304,70 +301,48 @@ func (c *Config) validate() error {
 		c.Audit.Path = c.resolve(c.Audit.Path)
 	}
 	l := &c.Limits
-	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = DefaultMaxBodyBytes
-	}
-	if l.MaxDigests == 0 {
-		l.MaxDigests = DefaultMaxDigests
-	}
-	if l.MaxTokenBytes == 0 {
-		l.MaxTokenBytes = DefaultMaxTokenBytes
-	}
-	if l.MaxTokenAge == 0 {
-		l.MaxTokenAge = DefaultMaxTokenAge
-	}
-	if l.JTIUses == 0 {
-		l.JTIUses = DefaultJTIUses
-	}
-	if l.Leeway == 0 {
-		l.Leeway = DefaultLeeway
-	}
-	if l.RatePerSecond == 0 {
-		l.RatePerSecond = 50
-	}
-	if l.RateBurst == 0 {
-		l.RateBurst = 200
-	}
-	if l.UnauthRatePerSecond == 0 {
-		l.UnauthRatePerSecond = 1
-	}
-	if l.UnauthBurst == 0 {
-		l.UnauthBurst = 30
-	}
-	if l.JWKSRefreshInterval == 0 {
-		l.JWKSRefreshInterval = 30 * time.Second
-	}
+	orDefault(&l.MaxBodyBytes, DefaultMaxBodyBytes)
+	orDefault(&l.MaxDigests, DefaultMaxDigests)
+	orDefault(&l.MaxTokenBytes, DefaultMaxTokenBytes)
+	orDefault(&l.MaxTokenAge, DefaultMaxTokenAge)
+	orDefault(&l.JTIUses, DefaultJTIUses)
+	orDefault(&l.Leeway, DefaultLeeway)
+	orDefault(&l.RatePerSecond, 50)
+	orDefault(&l.RateBurst, 200)
+	orDefault(&l.UnauthRatePerSecond, 1)
+	orDefault(&l.UnauthBurst, 30)
+	orDefault(&l.JWKSRefreshInterval, 30*time.Second)
 	for _, chk := range []struct {
 		field string
 		bad   bool
+		want  string
 	}{
-		{"limits.max_body_bytes", l.MaxBodyBytes < 1024},
-		{"limits.max_digests", l.MaxDigests < 1},
-		{"limits.max_token_bytes", l.MaxTokenBytes < 512},
-		{"limits.max_token_age", l.MaxTokenAge < 0},
-		{"limits.jti_uses", l.JTIUses < 1},
-		{"limits.leeway", l.Leeway < 0 || l.Leeway > 5*time.Minute},
-		{"limits.rate_per_second", l.RatePerSecond < 0},
-		{"limits.rate_burst", l.RateBurst < 1},
-		{"limits.unauth_rate_per_second", l.UnauthRatePerSecond < 0},
-		{"limits.unauth_burst", l.UnauthBurst < 1},
+		{"limits.max_body_bytes", l.MaxBodyBytes < 1024, "at least 1024"},
+		{"limits.max_digests", l.MaxDigests < 1, "at least 1"},
+		{"limits.max_token_bytes", l.MaxTokenBytes < 512, "at least 512"},
+		{"limits.max_token_age", l.MaxTokenAge < 0, "a positive duration (0 = default 1h)"},
+		{"limits.jti_uses", l.JTIUses < 1, "at least 1"},
+		{"limits.leeway", l.Leeway < 0 || l.Leeway > 5*time.Minute, "between 0 and 5m (0 = default 60s)"},
+		{"limits.rate_per_second", l.RatePerSecond < 0, "a positive rate (0 = default 50)"},
+		{"limits.rate_burst", l.RateBurst < 1, "at least 1"},
+		{"limits.unauth_rate_per_second", l.UnauthRatePerSecond < 0, "a positive rate (0 = default 1)"},
+		{"limits.unauth_burst", l.UnauthBurst < 1, "at least 1"},
 	} {
 		if chk.bad {
-			fail(chk.field, "out of range")
+			fail(chk.field, "out of range: want %s", chk.want)
 		}
 	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = 30 * time.Second
-	}
+	orDefault(&c.ShutdownTimeout, 30*time.Second)
 	return errors.Join(errs...)
 }
 
-func knownAlgorithm(a string) bool {
-	switch a {
-	case "ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-3072-pss", "ed25519":
-		return true
+// orDefault sets *p to def when it holds the zero value (the field was not
+// configured).
+func orDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
 	}
-	return false
 }
 
 func isLoopbackHost(h string) bool {
