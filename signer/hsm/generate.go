@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/asn1"
 	"fmt"
+	"strings"
 
 	"github.com/miekg/pkcs11"
 )
@@ -82,7 +83,7 @@ func (t *Token) GenerateKey(label string, id []byte, algorithm string) (crypto.P
 		}
 		return k.Public(), nil
 	default:
-		return nil, fmt.Errorf("unknown algorithm %q (want one of ecdsa-p256, ecdsa-p384, rsa-3072, ed25519)", algorithm)
+		return nil, fmt.Errorf("unknown algorithm %q (want one of %s)", algorithm, strings.Join(Algorithms, ", "))
 	}
 }
 

@@ -45,70 +45,52 @@ func ParseURI(s string) (*URI, error) {
 	rest := s[len(scheme):]
 	pathPart, queryPart, _ := strings.Cut(rest, "?")
 	u := &URI{}
-	if pathPart != "" {
-		for _, attr := range strings.Split(pathPart, ";") {
-			if attr == "" {
-				continue
+	path, err := attributes(pathPart, ";", "path")
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range path {
+		switch a.key {
+		case "token":
+			u.Token = a.val
+		case "manufacturer":
+			u.Manufacturer = a.val
+		case "model":
+			u.Model = a.val
+		case "serial":
+			u.Serial = a.val
+		case "slot-id":
+			n, err := strconv.Atoi(a.val)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("pkcs11 uri: slot-id %q is not a non-negative number", a.val)
 			}
-			k, v, ok := strings.Cut(attr, "=")
-			if !ok {
-				return nil, fmt.Errorf("pkcs11 uri: path attribute %q has no '='", attr)
-			}
-			val, err := url.PathUnescape(v)
-			if err != nil {
-				return nil, fmt.Errorf("pkcs11 uri: attribute %q: bad percent-encoding: %w", k, err)
-			}
-			switch strings.ToLower(k) {
-			case "token":
-				u.Token = val
-			case "manufacturer":
-				u.Manufacturer = val
-			case "model":
-				u.Model = val
-			case "serial":
-				u.Serial = val
-			case "slot-id":
-				n, err := strconv.Atoi(val)
-				if err != nil || n < 0 {
-					return nil, fmt.Errorf("pkcs11 uri: slot-id %q is not a non-negative number", val)
-				}
-				u.SlotID = &n
-			case "object":
-				u.Object = val
-			case "id":
-				u.ID = []byte(val)
-			case "type":
-				u.Type = val
-			case "library-manufacturer", "library-description", "library-version", "slot-description", "slot-manufacturer":
-				// informational; accepted and ignored
-			default:
-				return nil, fmt.Errorf("pkcs11 uri: unknown path attribute %q", k)
-			}
+			u.SlotID = &n
+		case "object":
+			u.Object = a.val
+		case "id":
+			u.ID = []byte(a.val)
+		case "type":
+			u.Type = a.val
+		case "library-manufacturer", "library-description", "library-version", "slot-description", "slot-manufacturer":
+			// informational; accepted and ignored
+		default:
+			return nil, fmt.Errorf("pkcs11 uri: unknown path attribute %q", a.key)
 		}
 	}
-	if queryPart != "" {
-		for _, attr := range strings.Split(queryPart, "&") {
-			if attr == "" {
-				continue
-			}
-			k, v, ok := strings.Cut(attr, "=")
-			if !ok {
-				return nil, fmt.Errorf("pkcs11 uri: query attribute %q has no '='", attr)
-			}
-			val, err := url.PathUnescape(v)
-			if err != nil {
-				return nil, fmt.Errorf("pkcs11 uri: attribute %q: bad percent-encoding: %w", k, err)
-			}
-			switch strings.ToLower(k) {
-			case "module-path":
-				u.ModulePath = val
-			case "module-name":
-				u.ModuleName = val
-			case "pin-source":
-				u.PinSource = val
-			case "pin-value":
-				u.pinValue = val
-			}
+	query, err := attributes(queryPart, "&", "query")
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range query {
+		switch a.key {
+		case "module-path":
+			u.ModulePath = a.val
+		case "module-name":
+			u.ModuleName = a.val
+		case "pin-source":
+			u.PinSource = a.val
+		case "pin-value":
+			u.pinValue = a.val
 		}
 	}
 	if u.Token == "" && u.Serial == "" && u.SlotID == nil {
@@ -118,6 +100,30 @@ func ParseURI(s string) (*URI, error) {
 		return nil, errors.New("pkcs11 uri: give either pin-source or pin-value, not both")
 	}
 	return u, nil
+}
+
+type attribute struct{ key, val string }
+
+// attributes splits the path (sep ";") or query (sep "&") part of a URI into
+// key=value attributes: keys lower-cased, values percent-decoded, empty
+// attributes skipped.
+func attributes(part, sep, kind string) ([]attribute, error) {
+	var out []attribute
+	for _, attr := range strings.Split(part, sep) {
+		if attr == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(attr, "=")
+		if !ok {
+			return nil, fmt.Errorf("pkcs11 uri: %s attribute %q has no '='", kind, attr)
+		}
+		val, err := url.PathUnescape(v)
+		if err != nil {
+			return nil, fmt.Errorf("pkcs11 uri: attribute %q: bad percent-encoding: %w", k, err)
+		}
+		out = append(out, attribute{strings.ToLower(k), val})
+	}
+	return out, nil
 }
 
 // Module returns the PKCS#11 module path: module-path, or module-name looked up
