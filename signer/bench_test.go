@@ -77,6 +77,25 @@ func pct(lat []time.Duration, p float64) time.Duration {
 	return s[int(float64(len(s)-1)*p)]
 }
 
+// reportRun reports the rate (one signature per op), the CPU per op and the
+// latency percentiles of a run, and returns the rate.
+func reportRun(b *testing.B, lat []time.Duration, wall, cpu time.Duration) float64 {
+	rate := float64(len(lat)) / wall.Seconds()
+	b.ReportMetric(rate, "sigs/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(len(lat)), "cpu-µs/op")
+	b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99-ms")
+	return rate
+}
+
+// reportVsRaw reports the raw rate measured right before and right after an
+// HTTP run (same concurrency) and the run's rate relative to it.
+func reportVsRaw(b *testing.B, rate, before, after float64) {
+	raw := (before + after) / 2
+	b.ReportMetric(raw, "raw-sigs/s")
+	b.ReportMetric(rate/raw, "ratio-vs-raw-interleaved")
+}
+
 // histSnap is the sum and count of the server's histograms by name.
 type histSnap map[string][2]float64
 
@@ -142,11 +161,7 @@ func BenchmarkSigner(b *testing.B) {
 					_, err := key.Sign(nil, d[:], crypto.SHA256)
 					return err
 				})
-				b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
-				rate := float64(b.N) / wall.Seconds()
-				b.ReportMetric(rate, "sigs/s")
-				b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99-ms")
+				reportRun(b, lat, wall, cpuTime()-cpu0)
 			})
 		}
 		d := sha256.Sum256([]byte("x"))
@@ -249,14 +264,8 @@ func BenchmarkSigner(b *testing.B) {
 					defer func() { conns <- bc }()
 					return connPost(bc, int(who.Add(1))%c)
 				})
-				b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
-				rate := float64(b.N) / wall.Seconds()
-				after := rawRate(probe, c)
-				b.ReportMetric((before+after)/2, "raw-sigs/s")
-				b.ReportMetric(rate/((before+after)/2), "ratio-vs-raw-interleaved")
-				b.ReportMetric(rate, "sigs/s")
-				b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99-ms")
+				rate := reportRun(b, lat, wall, cpuTime()-cpu0)
+				reportVsRaw(b, rate, before, rawRate(probe, c))
 				reportAudit(b, ts, hs0)
 			})
 		}
@@ -273,14 +282,8 @@ func BenchmarkSigner(b *testing.B) {
 				lat, wall := runConcurrent(b, b.N, c, func() error {
 					return post(tokens[int(who.Add(1))%c], one)
 				})
-				b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
-				rate := float64(b.N) / wall.Seconds()
-				after := rawRate(probe, c)
-				b.ReportMetric((before+after)/2, "raw-sigs/s")
-				b.ReportMetric(rate/((before+after)/2), "ratio-vs-raw-interleaved")
-				b.ReportMetric(rate, "sigs/s")
-				b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "p99-ms")
+				rate := reportRun(b, lat, wall, cpuTime()-cpu0)
+				reportVsRaw(b, rate, before, rawRate(probe, c))
 				b.ReportMetric(float64(newConns.Load()-conns0), "new-conns")
 				reportAudit(b, ts, hs0)
 			})
