@@ -112,21 +112,23 @@ func (b *Bench) RunMutants(ctx context.Context, mutants []Mutant) []Result {
 		}
 	}()
 	var results []Result
-	fail := func(m Mutant, start time.Time, got, detail string) {
+	// record adds the mutant's row: it passes when got is "caught by" all its rows.
+	record := func(m Mutant, start time.Time, got, detail string) {
+		want := "caught by " + strings.Join(m.Rows, ", ")
 		results = append(results, Result{Scenario: "mutant/" + m.Name, Platform: "-", Key: "-",
-			Expected: "caught by " + strings.Join(m.Rows, ", "), Got: got, Detail: detail,
+			Expected: want, Got: got, Pass: got == want, Detail: detail,
 			Duration: time.Since(start), DurationMS: time.Since(start).Milliseconds()})
 	}
 	root, err := ModuleRoot()
 	if err != nil {
-		fail(Mutant{Name: "setup"}, time.Now(), "setup error", err.Error())
+		record(Mutant{Name: "setup"}, time.Now(), "setup error", err.Error())
 		return results
 	}
 	for _, m := range mutants {
 		start := time.Now()
 		src := filepath.Join(b.Dir, "mutants", m.Name)
 		if err := copyTree(root, src, "go.mod", "go.sum", "core", "signer", "cmd/signetd"); err != nil {
-			fail(m, start, "setup error", err.Error())
+			record(m, start, "setup error", err.Error())
 			continue
 		}
 		p := filepath.Join(src, m.File)
@@ -139,11 +141,11 @@ func (b *Bench) RunMutants(ctx context.Context, mutants []Mutant) []Result {
 			}
 		}
 		if old == "" {
-			fail(m, start, "mutant not applicable", fmt.Sprintf("%s no longer contains %q: update testbench.Mutants", m.File, m.Old))
+			record(m, start, "mutant not applicable", fmt.Sprintf("%s no longer contains %q: update testbench.Mutants", m.File, m.Old))
 			continue
 		}
 		if err := os.WriteFile(p, []byte(strings.Replace(string(code), old, m.New, 1)), 0o644); err != nil {
-			fail(m, start, "setup error", err.Error())
+			record(m, start, "setup error", err.Error())
 			continue
 		}
 		bin := filepath.Join(b.Dir, "mutants", "signetd-"+m.Name)
@@ -151,12 +153,12 @@ func (b *Bench) RunMutants(ctx context.Context, mutants []Mutant) []Result {
 		cmd.Dir = src
 		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOTOOLCHAIN=local")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			fail(m, start, "mutant does not build", fmt.Sprintf("%v: %s", err, out))
+			record(m, start, "mutant does not build", fmt.Sprintf("%v: %s", err, out))
 			continue
 		}
 		b.Log.Info("mutant: running its rows", "mutant", m.Name, "protection", m.Protection, "rows", m.Rows)
 		if err := b.SwapSignetd(ctx, bin); err != nil {
-			fail(m, start, "mutant signetd did not start", err.Error())
+			record(m, start, "mutant signetd did not start", err.Error())
 			continue
 		}
 		rows := b.RunMatrix(ctx, MatrixOptions{Rows: m.Rows, SkipLoad: true})
@@ -175,8 +177,7 @@ func (b *Bench) RunMutants(ctx context.Context, mutants []Mutant) []Result {
 			got = fmt.Sprintf("NOT caught: %d rows still green", len(green))
 			detail = "green: " + strings.Join(green, ", ") + "; " + detail
 		}
-		fail(m, start, got, detail)
-		results[len(results)-1].Pass = got == results[len(results)-1].Expected
+		record(m, start, got, detail)
 	}
 	return results
 }
