@@ -39,15 +39,7 @@ func BenchmarkKeySign(b *testing.B) {
 	}
 	for _, n := range []int{0, 64} {
 		b.Run(fmt.Sprintf("hsm.Key/sessions=%d", n), func(b *testing.B) {
-			tok, err := Open(u, Options{MaxSessions: n})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer tok.Close()
-			k, err := tok.FindKey(label, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
+			_, k := openKey(b, label, Options{MaxSessions: n})
 			run(b, k)
 		})
 	}
@@ -77,16 +69,7 @@ func BenchmarkKeySignIdleGaps(b *testing.B) {
 	if _, err := GenerateKey(th.URI(label), "ecdsa-p256"); err != nil {
 		b.Fatal(err)
 	}
-	u, _ := ParseURI(th.URI(label))
-	tok, err := Open(u, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tok.Close()
-	k, err := tok.FindKey(label, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, k := openKey(b, label, Options{})
 	d := sha256.Sum256([]byte("x"))
 	for _, gap := range []time.Duration{0, 200 * time.Microsecond} {
 		b.Run(fmt.Sprintf("gap=%s", gap), func(b *testing.B) {

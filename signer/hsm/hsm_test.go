@@ -168,22 +168,33 @@ func TestGenerateAndSignEveryAlgorithm(t *testing.T) {
 			if pub == nil {
 				t.Fatal("nil public key")
 			}
-			u, _ := ParseURI(th.URI(label))
-			tok, err := Open(u, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tok.Close()
-			k, err := tok.FindKey(label, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, k := openKey(t, label, Options{})
 			if !publicEqual(k.Public(), pub) {
 				t.Fatal("found key's public key differs from the generated one")
 			}
 			signAndVerify(t, k, alg)
 		})
 	}
+}
+
+// openKey opens the test token with opts and finds the key labelled label;
+// the token is closed when the test ends.
+func openKey(tb testing.TB, label string, opts Options) (*Token, *Key) {
+	tb.Helper()
+	u, err := ParseURI(th.URI(label))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tok, err := Open(u, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { tok.Close() })
+	k, err := tok.FindKey(label, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok, k
 }
 
 func publicEqual(a, b crypto.PublicKey) bool {
@@ -223,16 +234,7 @@ func TestConcurrentSigningAndReconnect(t *testing.T) {
 			if _, err := GenerateKey(th.URI(label), alg); err != nil {
 				t.Fatal(err)
 			}
-			u, _ := ParseURI(th.URI(label))
-			tok, err := Open(u, Options{MaxSessions: 4})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tok.Close()
-			k, err := tok.FindKey(label, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			tok, k := openKey(t, label, Options{MaxSessions: 4})
 			var wg sync.WaitGroup
 			errs := make(chan error, 64)
 			for i := 0; i < 16; i++ {
