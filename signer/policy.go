@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
-	"sort"
 	"strconv"
 )
 
@@ -68,31 +67,31 @@ func Authorize(k *Key, p *Principal) error {
 		} else if first == "" {
 			first = fmt.Sprintf("rule is for %s keys, key %q is a %s key", r.Purpose, k.Name, k.Purpose)
 		}
-		names := make([]string, 0, len(r.Claims))
-		for n := range r.Claims {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			want := r.Claims[n]
+		// The message names the first differing claim in name order, found
+		// without sorting the names on every request.
+		missName, missMsg := "", ""
+		for n, want := range r.Claims {
 			raw, present := p.Claims[n]
 			got, scalar := claimAsString(raw)
+			if present && scalar && matchValue(want, got) {
+				score++
+				continue
+			}
+			if first != "" || (missMsg != "" && n > missName) {
+				continue
+			}
+			missName = n
 			switch {
 			case !present:
-				if first == "" {
-					first = fmt.Sprintf("claim %q is missing, rule wants %q", n, want)
-				}
+				missMsg = fmt.Sprintf("claim %q is missing, rule wants %q", n, want)
 			case !scalar:
-				if first == "" {
-					first = fmt.Sprintf("claim %q is a %s, rule wants %q", n, jsonType(raw), want)
-				}
-			case matchValue(want, got):
-				score++
+				missMsg = fmt.Sprintf("claim %q is a %s, rule wants %q", n, jsonType(raw), want)
 			default:
-				if first == "" {
-					first = fmt.Sprintf("claim %q is %q, rule wants %q", n, got, want)
-				}
+				missMsg = fmt.Sprintf("claim %q is %q, rule wants %q", n, got, want)
 			}
+		}
+		if first == "" {
+			first = missMsg
 		}
 		if score == total {
 			return nil

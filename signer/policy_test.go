@@ -69,6 +69,9 @@ func TestPolicyMatrix(t *testing.T) {
 		}, "release", core.ErrCodePolicyDenied, []string{"allow[0]", `claim "repository_id" is "999"`}},
 		{"other ref (branch)", func() (string, error) { return fx.gh.Mint(nil) }, "release", core.ErrCodePolicyDenied,
 			[]string{`claim "ref" is "refs/heads/main"`, `"refs/tags/v*"`}},
+		{"several claims differ: the first by name is named", func() (string, error) {
+			return fx.gh.Mint(map[string]any{"repository_id": "999", "run_attempt": "2"})
+		}, "release", core.ErrCodePolicyDenied, []string{`claim "ref" is "refs/heads/main"`}},
 		{"glob does not cross slash", func() (string, error) {
 			return fx.gh.Mint(map[string]any{"ref": "refs/tags/v1/evil"})
 		}, "release", core.ErrCodePolicyDenied, []string{`claim "ref"`}},
