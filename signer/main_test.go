@@ -258,22 +258,15 @@ func signReq(key string, names ...string) core.SignRequest {
 	return r
 }
 
-// cosignPath finds cosign on PATH or in $(go env GOPATH)/bin; tests fail
-// (never skip) without it.
+// cosignPath finds cosign (testbench.FindTool: PATH or $(go env GOPATH)/bin);
+// tests fail (never skip) without it.
 func cosignPath(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("cosign"); err == nil {
-		return p
+	p, err := testbench.FindTool("cosign")
+	if err != nil {
+		t.Fatal(err)
 	}
-	out, err := exec.Command("go", "env", "GOPATH").Output()
-	if err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "cosign")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	t.Fatal("cosign not found on PATH or in $(go env GOPATH)/bin: install it (go install github.com/sigstore/cosign/v2/cmd/cosign)")
-	return ""
+	return p
 }
 
 // issueCert certifies pub with a throw-away CA; EKU codeSigning.
