@@ -1,11 +1,9 @@
 package jenkins
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -15,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-ci/signet/core"
 	"github.com/signet-ci/signet/testbench"
 )
 
@@ -223,32 +222,15 @@ func (e *e2e) cosignVerifyAttestation(t *testing.T, ws, pub, prov string, artifa
 // statement decodes the first DSSE envelope of a provenance file.
 func statement(t *testing.T, path string) map[string]any {
 	t.Helper()
-	f, err := os.Open(path)
+	envs, err := core.ReadEnvelopes(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	if !sc.Scan() {
-		t.Fatalf("%s is empty", path)
-	}
-	var env struct {
-		PayloadType string `json:"payloadType"`
-		Payload     string `json:"payload"`
-	}
-	if err := json.Unmarshal(sc.Bytes(), &env); err != nil {
-		t.Fatal(err)
-	}
-	if env.PayloadType != "application/vnd.in-toto+json" {
-		t.Errorf("payloadType = %q", env.PayloadType)
-	}
-	b, err := base64.StdEncoding.DecodeString(env.Payload)
-	if err != nil {
-		t.Fatal(err)
+	if pt := envs[0].Envelope.PayloadType; pt != core.PayloadTypeInToto {
+		t.Errorf("payloadType = %q", pt)
 	}
 	var st map[string]any
-	if err := json.Unmarshal(b, &st); err != nil {
+	if err := json.Unmarshal(envs[0].Payload, &st); err != nil {
 		t.Fatal(err)
 	}
 	return st

@@ -11,7 +11,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-ci/signet/core"
 	"github.com/signet-ci/signet/gitlab"
 	"github.com/signet-ci/signet/gitlab/internal/fakegitlab"
 	"github.com/signet-ci/signet/testbench"
@@ -358,24 +358,15 @@ func runPipelineCase(t *testing.T, tc pipelineCase) {
 
 func checkProvenance(t *testing.T, path string, e *env, ref string) {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	envs, err := core.ReadEnvelopes(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("provenance: %v", err)
 	}
-	line := bytes.SplitN(bytes.TrimSpace(data), []byte("\n"), 2)[0]
-	var envl struct {
-		PayloadType string `json:"payloadType"`
-		Payload     string `json:"payload"`
-	}
-	if err := json.Unmarshal(line, &envl); err != nil {
-		t.Fatalf("provenance line is not a DSSE envelope: %v", err)
-	}
-	payload, err := base64.StdEncoding.DecodeString(envl.Payload)
-	if err != nil {
-		t.Fatal(err)
+	if pt := envs[0].Envelope.PayloadType; pt != core.PayloadTypeInToto {
+		t.Errorf("provenance payloadType = %q, want %q", pt, core.PayloadTypeInToto)
 	}
 	var st map[string]any
-	if err := json.Unmarshal(payload, &st); err != nil {
+	if err := json.Unmarshal(envs[0].Payload, &st); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{
