@@ -2,9 +2,6 @@ package jenkins
 
 import (
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/signet-ci/signet/core"
 )
@@ -57,43 +54,7 @@ func writeOutputs(path string, res *core.Result) error {
 	if err != nil {
 		return err
 	}
-	// The step puts the file in ${WORKSPACE}@tmp, which may not exist yet.
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	return writeFileAtomic(path, append(b, '\n'))
-}
-
-// writeFileAtomic writes b to a temporary file beside path, syncs it and
-// renames it over path, so a reader never sees a partial file.
-func writeFileAtomic(path string, b []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(b); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Chmod(tmp, 0o644); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename into place: %w", err)
-	}
-	return nil
+	// The step puts the file in ${WORKSPACE}@tmp, which may not exist yet:
+	// core.WriteFileAtomic creates the directory.
+	return core.WriteFileAtomic(path, append(b, '\n'), 0o644)
 }
