@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestCodeKeyCertificate(t *testing.T) {
 		nb, na     time.Time
 		wantSign   string // "" ok, else error code
 		wantWarn   string
-		wantDaysLE float64
+		wantDaysLE float64 // signetd_certificate_days_left is at most this, less than a day under
 	}{
 		{"valid for a year", now.Add(-time.Hour), now.Add(365 * 24 * time.Hour), "", "", 366},
 		{"expires in 10 days: warns", now.Add(-time.Hour), now.Add(10 * 24 * time.Hour), "", "expires in 10 days", 10.01},
@@ -69,8 +70,15 @@ func TestCodeKeyCertificate(t *testing.T) {
 			}
 			m, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if !strings.Contains(string(m), `signetd_certificate_days_left{key="ecdsa-p256"}`) {
+			const gauge = `signetd_certificate_days_left{key="ecdsa-p256"} `
+			i := strings.Index(string(m), gauge)
+			if i < 0 {
 				t.Fatal("metrics lack certificate days left")
+			}
+			val, _, _ := strings.Cut(string(m[i+len(gauge):]), "\n")
+			days, err := strconv.ParseFloat(val, 64)
+			if err != nil || days > tc.wantDaysLE || days < tc.wantDaysLE-1.1 {
+				t.Fatalf("certificate days left %q (%v), want within a day below %g", val, err, tc.wantDaysLE)
 			}
 		})
 	}

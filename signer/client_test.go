@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -60,7 +61,7 @@ func TestCoreClientAgainstServer(t *testing.T) {
 	other, _ := core.NewClient(core.ClientOptions{BaseURL: ts.URL, Token: mint(t, fx.gh, map[string]any{"repository_id": "7"}), RetryMax: -1})
 	_, err = other.Sign(ctx, "ed25519", ds[:1])
 	var apiErr *core.APIError
-	if !errorsAs(err, &apiErr) || apiErr.Code != core.ErrCodePolicyDenied {
+	if !errors.As(err, &apiErr) || apiErr.Code != core.ErrCodePolicyDenied {
 		t.Fatalf("refusal: %v", err)
 	}
 	n, err := signer.VerifyAuditLog(cfg.Audit.Path)

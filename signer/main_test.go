@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -322,5 +321,3 @@ func newServerErr(cfg *signer.Config) (*signer.Server, error) {
 	}
 	return s, err
 }
-
-func errorsAs(err error, target any) bool { return errors.As(err, target) }
