@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,7 +106,7 @@ func TestAuditRestartContinuesChain(t *testing.T) {
 			t.Fatal(err)
 		}
 		ts := &testServer{srv: s, cfg: cfg}
-		ts.Server = newHTTPTest(s.Handler())
+		ts.Server = httptest.NewServer(s.Handler())
 		var sr core.SignResponse
 		if _, apiErr := ts.call(t, "/v1/sign", mint(t, fx.gh, nil), signReq("ecdsa-p256", "a"), &sr); apiErr != nil {
 			t.Fatal(apiErr)

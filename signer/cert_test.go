@@ -20,7 +20,7 @@ func TestCodeKeyCertificate(t *testing.T) {
 		nb, na     time.Time
 		wantSign   string // "" ok, else error code
 		wantWarn   string
-		wantDaysLE float64 // signetd_certificate_days_left is at most this, less than a day under
+		wantDaysLE float64 // signetd_certificate_days_left is at most this and at most 1.1 days under
 	}{
 		{"valid for a year", now.Add(-time.Hour), now.Add(365 * 24 * time.Hour), "", "", 366},
 		{"expires in 10 days: warns", now.Add(-time.Hour), now.Add(10 * 24 * time.Hour), "", "expires in 10 days", 10.01},

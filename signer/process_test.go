@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,8 +37,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newHTTPTest(h http.Handler) *httptest.Server { return httptest.NewServer(h) }
-
 // runSignetd runs the built binary and returns combined output and exit code.
 func runSignetd(t *testing.T, args ...string) (string, int) {
 	t.Helper()
@@ -60,12 +56,11 @@ func runSignetd(t *testing.T, args ...string) (string, int) {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testbench.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // writeProcessConfig writes a signer.yaml for a real signetd process.
@@ -175,12 +170,16 @@ func TestKill9DuringConcurrentSigning(t *testing.T) {
 		})
 	}
 	// Let the clients run, then kill -9 while they are mid-flight.
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		mu.Lock()
 		n := len(got)
 		mu.Unlock()
 		if n >= 200 {
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d signatures received in 60s; the signer is not answering", n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -278,7 +277,8 @@ func TestKeysCLI(t *testing.T) {
 	}
 }
 
-// A real signetd process serving TLS; a file: key (development) warns.
+// A real signetd process serving TLS: readyz answers over TLS, plain HTTP
+// gets no API answer and nothing warns about plain HTTP.
 func TestServeTLSProcess(t *testing.T) {
 	dir := t.TempDir()
 	addr := freePort(t)
