@@ -2,6 +2,7 @@ package testbench
 
 import (
 	"context"
+	"net"
 	"strings"
 	"time"
 )
@@ -83,13 +84,14 @@ func (g *GitLabIssuer) DefaultClaims() map[string]any {
 // token (the id_tokens: variable the pipeline declares) and SSL_CERT_FILE
 // pointing at the bench CA.
 func (g *GitLabIssuer) Env(workspace, token string) map[string]string {
+	host, port, _ := net.SplitHostPort(g.Host()) // the issuer listens on 127.0.0.1:PORT
 	env := map[string]string{
 		"CI":                      "true",
 		"GITLAB_CI":               "true",
 		"CI_SERVER":               "yes",
 		"CI_SERVER_URL":           g.BaseURL,
-		"CI_SERVER_HOST":          strings.Split(g.Host(), ":")[0],
-		"CI_SERVER_PORT":          portOf(g.Host()),
+		"CI_SERVER_HOST":          host,
+		"CI_SERVER_PORT":          port,
 		"CI_SERVER_PROTOCOL":      "https",
 		"CI_API_V4_URL":           g.BaseURL + "/api/v4",
 		"CI_PROJECT_ID":           GitLabProjectID,
@@ -128,11 +130,4 @@ func (g *GitLabIssuer) Env(workspace, token string) map[string]string {
 		env["CI_ENVIRONMENT_TIER"] = "production"
 	}
 	return env
-}
-
-func portOf(hostport string) string {
-	if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
-		return hostport[i+1:]
-	}
-	return "443"
 }
