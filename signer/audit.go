@@ -98,12 +98,13 @@ type AuditLog struct {
 	done  chan struct{}
 	fsync func(time.Duration, int) // metrics hook: fsync latency, batch size
 
-	size    int64      // bytes of complete records (owned by run)
-	mu      sync.Mutex // guards seq/last/closed for readers
-	seq     uint64
-	last    string
+	// Owned by run: bytes of complete records, last sequence number and hash.
+	size int64
+	seq  uint64
+	last string
+
+	closeMu sync.RWMutex // guards closed against Append sending on reqs
 	closed  bool
-	closeMu sync.RWMutex
 }
 
 type auditReq struct {
@@ -243,9 +244,7 @@ func (a *AuditLog) run() {
 			}
 		}
 		buf = buf[:0]
-		a.mu.Lock()
 		seq, last := a.seq, a.last
-		a.mu.Unlock()
 		refs := make([]core.AuditRef, len(batch))
 		var err error
 		for i, req := range batch {
@@ -285,20 +284,11 @@ func (a *AuditLog) run() {
 			continue
 		}
 		a.size += int64(len(buf))
-		a.mu.Lock()
 		a.seq, a.last = seq, last
-		a.mu.Unlock()
 		for i, req := range batch {
 			req.resp <- auditResp{ref: refs[i]}
 		}
 	}
-}
-
-// Seq is the last written sequence number.
-func (a *AuditLog) Seq() uint64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.seq
 }
 
 // Close flushes pending records and closes the file.
