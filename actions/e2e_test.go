@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/signet-ci/signet/core"
 	"github.com/signet-ci/signet/testbench"
 )
 
@@ -39,26 +39,6 @@ const (
 	releaseKey = "release" // allows signet-ci/demo on refs/heads/main
 	lockedKey  = "tags-only"
 )
-
-// findTool looks name up on PATH, then in $(go env GOPATH)/bin; the test
-// fails (never skips) when it is missing.
-func findTool(t *testing.T, name, install string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	out, err := exec.Command("go", "env", "GOPATH").Output()
-	if err == nil {
-		for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
-			p := filepath.Join(dir, "bin", name)
-			if st, err := os.Stat(p); err == nil && !st.IsDir() {
-				return p
-			}
-		}
-	}
-	t.Fatalf("%s not found on PATH nor in $(go env GOPATH)/bin: install it with `%s`", name, install)
-	return ""
-}
 
 type bench struct {
 	act, cosign string
@@ -79,13 +59,17 @@ type bench struct {
 
 func newBench(t *testing.T, ctx context.Context) *bench {
 	t.Helper()
-	b := &bench{
-		act:    findTool(t, "act", "go install github.com/nektos/act@v0.2.89"),
-		cosign: findTool(t, "cosign", "go install github.com/sigstore/cosign/v2/cmd/cosign@latest"),
+	b := &bench{}
+	var err error
+	// The test fails (never skips) when a tool is missing.
+	if b.act, err = testbench.FindTool("act"); err != nil {
+		t.Fatal(err)
+	}
+	if b.cosign, err = testbench.FindTool("cosign"); err != nil {
+		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	b.netGuard = startNetGuard(t)
-	var err error
 	if b.bins, err = testbench.BuildBinaries(ctx, filepath.Join(dir, "bin")); err != nil {
 		t.Fatalf("build binaries: %v", err)
 	}
@@ -635,19 +619,11 @@ func (b *bench) checkSuccess(t *testing.T, ctx context.Context, r *actRun) {
 
 func (b *bench) checkProvenance(t *testing.T, path string) {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	envs, err := core.ReadEnvelopes(path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("provenance: %v", err)
 	}
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	var env struct{ PayloadType, Payload string }
-	if err := json.Unmarshal(line, &env); err != nil {
-		t.Fatalf("provenance line is not a DSSE envelope: %v", err)
-	}
-	payload, err := base64.StdEncoding.DecodeString(env.Payload)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, payload := envs[0].Envelope, envs[0].Payload
 	var st struct {
 		Subject   []struct{ Name string }
 		Predicate struct {
@@ -743,31 +719,23 @@ func listFiles(t *testing.T, dir string) []string {
 // auditRecords reads the signer's audit log (JSON lines).
 func auditRecords(t *testing.T, path string) []map[string]any {
 	t.Helper()
-	data, err := os.ReadFile(path)
+	recs, err := testbench.AuditRecords(path)
 	if err != nil {
-		t.Fatalf("read audit log: %v", err)
-	}
-	var recs []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
-		if len(line) == 0 {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal(line, &m); err != nil {
-			t.Fatalf("audit line %q: %v", line, err)
-		}
-		recs = append(recs, m)
+		t.Fatal(err)
 	}
 	if len(recs) == 0 {
-		t.Fatal("audit log is empty")
+		t.Fatalf("audit log %s is missing or empty", path)
 	}
 	return recs
 }
 
 func lastAuditSeq(t *testing.T, path string) uint64 {
 	recs := auditRecords(t, path)
-	seq, _ := recs[len(recs)-1]["seq"].(float64)
-	return uint64(seq)
+	seq, err := strconv.ParseUint(fmt.Sprint(recs[len(recs)-1]["seq"]), 10, 64)
+	if err != nil {
+		t.Fatalf("last audit record has no sequence number: %v", recs[len(recs)-1])
+	}
+	return seq
 }
 
 // lastAuditReason is the reason of the signer's last (refusal) record: what

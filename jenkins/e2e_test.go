@@ -40,7 +40,7 @@ func setupE2E(t *testing.T) *e2e {
 	dir := t.TempDir()
 	e := &e2e{}
 	var err error
-	if e.cosign, err = testbench.FindCosign(ctx); err != nil {
+	if e.cosign, err = testbench.FindTool("cosign"); err != nil {
 		t.Fatalf("cosign is required: %v", err)
 	}
 	built := make(chan error, 1)

@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/signet-ci/signet/testbench"
 )
 
 // harnessConfig is the CONFIG of jenkins/test/harness.groovy.
@@ -64,9 +66,9 @@ func (r *harnessResult) find(step string) []harnessCall {
 // Debian launcher wants /usr/lib/jvm/default-java unless JAVA_HOME is set.
 func groovyCommand(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	groovy, err := exec.LookPath("groovy")
+	groovy, err := testbench.FindTool("groovy")
 	if err != nil {
-		t.Fatalf("groovy is not installed (Debian package groovy, /usr/bin/groovy): %v", err)
+		t.Fatalf("%v (Debian package groovy: apt-get install groovy)", err)
 	}
 	cmd := exec.Command(groovy, args...)
 	env := os.Environ()

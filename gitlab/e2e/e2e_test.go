@@ -45,13 +45,13 @@ func setup(t *testing.T, ctx context.Context) *env {
 	t.Helper()
 	e := &env{dir: t.TempDir()}
 	var err error
-	if e.glci, err = exec.LookPath("gitlab-ci-local"); err != nil {
-		t.Fatalf("gitlab-ci-local not found on PATH (npm install -g gitlab-ci-local@4.65.1): %v", err)
+	if e.glci, err = testbench.FindTool("gitlab-ci-local"); err != nil {
+		t.Fatalf("%v (npm install -g gitlab-ci-local@4.65.1)", err)
 	}
 	if _, err := exec.LookPath("rsync"); err != nil {
 		t.Fatalf("rsync not found (gitlab-ci-local --shell-isolation needs it; apt-get install rsync): %v", err)
 	}
-	if e.cosign, err = testbench.FindCosign(ctx); err != nil {
+	if e.cosign, err = testbench.FindTool("cosign"); err != nil {
 		t.Fatal(err)
 	}
 	if e.root, err = testbench.ModuleRoot(); err != nil {
