@@ -200,13 +200,13 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// request is the shared state of one sign/attest call.
+// request is the shared state of one sign/attest call; the endpoint (the
+// metrics label) is rec.Operation.
 type request struct {
-	endpoint string
-	rid      string
-	rec      *AuditRecord
-	p        *Principal
-	key      *Key
+	rid string
+	rec *AuditRecord
+	p   *Principal
+	key *Key
 }
 
 // refuse audits a refusal and answers with the error.
@@ -218,18 +218,18 @@ func (s *Server) refuse(w http.ResponseWriter, rq *request, e *apiErr) {
 		s.log.Error("audit of a refusal failed", "request_id", rq.rid, "err", err)
 		e = newErr(http.StatusInternalServerError, core.ErrCodeInternal, "audit log unavailable: %v", err)
 	}
-	s.metrics.Requests.WithLabelValues(rq.endpoint, e.code).Inc()
+	s.metrics.Requests.WithLabelValues(rq.rec.Operation, e.code).Inc()
 	if e.status == http.StatusTooManyRequests || e.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "1")
 	}
-	s.log.Info("refused", "endpoint", rq.endpoint, "request_id", rq.rid, "code", e.code, "reason", e.msg,
+	s.log.Info("refused", "endpoint", rq.rec.Operation, "request_id", rq.rid, "code", e.code, "reason", e.msg,
 		"issuer", rq.rec.Issuer, "subject", rq.rec.Subject, "key", rq.rec.Key)
 	writeJSON(w, e.status, core.ErrorBody{Error: core.APIError{Code: e.code, Message: e.msg, RequestID: rq.rid}})
 }
 
 // begin authenticates, rate-limits, reads the body into v and resolves the key.
-func (s *Server) begin(w http.ResponseWriter, r *http.Request, endpoint, op string, v any, keyOf func() string) (*request, *apiErr) {
-	rq := &request{endpoint: endpoint, rid: requestID(r)}
+func (s *Server) begin(w http.ResponseWriter, r *http.Request, op string, v any, keyOf func() string) (*request, *apiErr) {
+	rq := &request{rid: requestID(r)}
 	rq.rec = &AuditRecord{Operation: op, RequestID: rq.rid, Remote: r.RemoteAddr}
 	w.Header().Set(core.RequestIDHeader, rq.rid)
 	tok := bearer(r)
@@ -330,7 +330,7 @@ func (s *Server) signOne(k *Key, f func() ([]byte, error)) ([]byte, error) {
 
 func (s *Server) handleSign(w http.ResponseWriter, r *http.Request) {
 	var req core.SignRequest
-	rq, e := s.begin(w, r, "sign", "sign", &req, func() string { return req.Key })
+	rq, e := s.begin(w, r, "sign", &req, func() string { return req.Key })
 	if e == nil {
 		e = s.checkDigests(rq, req.Digests)
 	}
@@ -401,7 +401,7 @@ func (s *Server) finish(w http.ResponseWriter, rq *request, signErr error) (core
 	ref, err := s.audit.Append(rq.rec)
 	if err != nil {
 		s.log.Error("audit append failed; no signature returned", "request_id", rq.rid, "err", err)
-		s.metrics.Requests.WithLabelValues(rq.endpoint, core.ErrCodeInternal).Inc()
+		s.metrics.Requests.WithLabelValues(rq.rec.Operation, core.ErrCodeInternal).Inc()
 		writeJSON(w, http.StatusInternalServerError, core.ErrorBody{Error: core.APIError{Code: core.ErrCodeInternal, Message: "audit log unavailable; no signature returned", RequestID: rq.rid}})
 		return core.AuditRef{}, false
 	}
@@ -427,7 +427,7 @@ func (s *Server) checkDigests(rq *request, ds []core.DigestRequest) *apiErr {
 
 func (s *Server) handleAttest(w http.ResponseWriter, r *http.Request) {
 	var req core.AttestRequest
-	rq, e := s.begin(w, r, "attest", "attest", &req, func() string { return req.Key })
+	rq, e := s.begin(w, r, "attest", &req, func() string { return req.Key })
 	var stmt []byte
 	if e == nil {
 		stmt = req.Statement
