@@ -38,15 +38,14 @@ var facts = []fact{
 }
 
 // claimString renders a claim as text (strings as they are, numbers in
-// their JSON form); ok is false when the claim is absent or not a scalar.
+// their JSON form: core.UnverifiedClaims decodes them as json.Number); ok is
+// false when the claim is absent or not a scalar.
 func claimString(claims map[string]any, name string) (string, bool) {
 	switch v := claims[name].(type) {
 	case string:
 		return v, true
 	case json.Number:
 		return v.String(), true
-	case float64:
-		return strconv.FormatFloat(v, 'f', -1, 64), true
 	case bool:
 		return strconv.FormatBool(v), true
 	default:
