@@ -46,12 +46,10 @@ type Key struct {
 	Signer    KeySigner
 	Public    crypto.PublicKey
 	KeyID     string
-	PublicPEM string
 	Chain     []*x509.Certificate
-	ChainPEM  string
 	WarnDays  int
 	Rules     []Rule
-	Info      core.KeyInfo
+	Info      core.KeyInfo // what GET /v1/keys shows, incl. the public key and chain PEM
 }
 
 // algorithmOf derives the algorithm name of a public key.
@@ -125,14 +123,13 @@ func (k *Key) NotAfter() time.Time {
 
 // Backends holds one backend per scheme and shares PKCS#11 tokens.
 type Backends struct {
-	log    *slog.Logger
 	pkcs11 *PKCS11Backend
 	file   *FileBackend
 }
 
 // NewBackends returns the pkcs11 and file backends.
 func NewBackends(log *slog.Logger, maxSessions int) *Backends {
-	return &Backends{log: log, pkcs11: NewPKCS11Backend(maxSessions), file: &FileBackend{log: log}}
+	return &Backends{pkcs11: NewPKCS11Backend(maxSessions), file: &FileBackend{log: log}}
 }
 
 // Open dispatches on the URI scheme.
@@ -181,9 +178,10 @@ func LoadKeys(ctx context.Context, log *slog.Logger, cfg *Config, b Backend) ([]
 			return nil, fmt.Errorf("%s: %w", field, err)
 		}
 		k := &Key{Name: kc.Name, Purpose: kc.Purpose, Algorithm: alg, Signer: s, Public: pub, KeyID: kid,
-			PublicPEM: string(pemBytes), WarnDays: kc.ExpiryWarningDays, Rules: kc.Allow}
+			WarnDays: kc.ExpiryWarningDays, Rules: kc.Allow}
+		var chainPEM string
 		if kc.Certificate != "" {
-			if err := k.loadChain(kc.Certificate); err != nil {
+			if chainPEM, err = k.loadChain(kc.Certificate); err != nil {
 				return nil, fmt.Errorf("%s.certificate: %w", field, err)
 			}
 			if err := k.CertValid(time.Now()); err != nil {
@@ -196,7 +194,7 @@ func LoadKeys(ctx context.Context, log *slog.Logger, cfg *Config, b Backend) ([]
 			log.Warn("code key has no certificate: its validity cannot be enforced; add keys[].certificate with a codeSigning chain", "key", k.Name)
 		}
 		k.Info = core.KeyInfo{Name: k.Name, Algorithm: k.Algorithm, Purpose: k.Purpose, KeyID: k.KeyID,
-			PublicKey: k.PublicPEM, CertificateChain: k.ChainPEM, MaxDigests: cfg.Limits.MaxDigests}
+			PublicKey: string(pemBytes), CertificateChain: chainPEM, MaxDigests: cfg.Limits.MaxDigests}
 		if na := k.NotAfter(); !na.IsZero() {
 			k.Info.NotAfter = na.UTC().Format(time.RFC3339)
 		}
@@ -205,10 +203,12 @@ func LoadKeys(ctx context.Context, log *slog.Logger, cfg *Config, b Backend) ([]
 	return keys, nil
 }
 
-func (k *Key) loadChain(file string) error {
+// loadChain reads the certificate chain (leaf first) into k.Chain, checks it
+// certifies k's key, and returns the chain as PEM.
+func (k *Key) loadChain(file string) (string, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return err
+		return "", err
 	}
 	rest := b
 	var out []byte
@@ -223,22 +223,22 @@ func (k *Key) loadChain(file string) error {
 		}
 		c, err := x509.ParseCertificate(blk.Bytes)
 		if err != nil {
-			return fmt.Errorf("parse certificate: %w", err)
+			return "", fmt.Errorf("parse certificate: %w", err)
 		}
 		k.Chain = append(k.Chain, c)
 		out = append(out, pem.EncodeToMemory(blk)...)
 	}
 	if len(k.Chain) == 0 {
-		return fmt.Errorf("%s holds no CERTIFICATE block", file)
+		return "", fmt.Errorf("%s holds no CERTIFICATE block", file)
 	}
 	leaf := k.Chain[0]
 	type eq interface{ Equal(crypto.PublicKey) bool }
 	if e, ok := leaf.PublicKey.(eq); !ok || !e.Equal(k.Public) {
-		return fmt.Errorf("leaf certificate %q does not certify the key in the HSM (public keys differ)", leaf.Subject.CommonName)
+		return "", fmt.Errorf("leaf certificate %q does not certify the key in the HSM (public keys differ)", leaf.Subject.CommonName)
 	}
 	for i := 0; i+1 < len(k.Chain); i++ {
 		if err := k.Chain[i].CheckSignatureFrom(k.Chain[i+1]); err != nil {
-			return fmt.Errorf("certificate %d is not signed by certificate %d: %w", i, i+1, err)
+			return "", fmt.Errorf("certificate %d is not signed by certificate %d: %w", i, i+1, err)
 		}
 	}
 	if k.Purpose == "code" {
@@ -249,11 +249,10 @@ func (k *Key) loadChain(file string) error {
 			}
 		}
 		if !ok {
-			return fmt.Errorf("leaf certificate %q lacks the codeSigning extended key usage required for a code key", leaf.Subject.CommonName)
+			return "", fmt.Errorf("leaf certificate %q lacks the codeSigning extended key usage required for a code key", leaf.Subject.CommonName)
 		}
 	}
-	k.ChainPEM = string(out)
-	return nil
+	return string(out), nil
 }
 
 // PKCS11Backend opens keys in PKCS#11 tokens, sharing one Token per
