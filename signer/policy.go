@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path"
 	"strconv"
+
+	"github.com/signet-ci/signet/core"
 )
 
 // PolicyError is a refusal by a key's policy; Reason names the closest rule
@@ -103,9 +105,9 @@ func Authorize(k *Key, p *Principal) error {
 			best = &miss{rule: i, score: score, total: total, message: first}
 		}
 	}
-	code := "policy_denied"
+	code := core.ErrCodePolicyDenied
 	if purposeOnly {
-		code = "purpose_mismatch"
+		code = core.ErrCodePurposeMismatch
 	}
 	if best == nil {
 		return &PolicyError{Code: code, Reason: fmt.Sprintf("key %q has no rules: nobody may use it", k.Name)}
