@@ -129,7 +129,7 @@ func TestBuildContext(t *testing.T) {
 				env[k] = v
 			}
 			p, _ := testPlatform(env)
-			bc, err := p.BuildContext(context.Background())
+			bc, err := p.BuildContext(context.Background(), nil)
 			if err != nil {
 				t.Fatalf("BuildContext: %v", err)
 			}
@@ -173,7 +173,7 @@ func TestBuildContextErrors(t *testing.T) {
 				env[k] = v
 			}
 			p, _ := testPlatform(env)
-			_, err := p.BuildContext(context.Background())
+			_, err := p.BuildContext(context.Background(), nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("BuildContext error = %v, want one containing %q", err, tc.want)
 			}

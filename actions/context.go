@@ -21,7 +21,7 @@ import (
 // so the adapter leaves internalParameters empty. Facts only the build states
 // (actor, run number, head commit of the event, ...) go to Asserted, which core
 // marks as build-asserted.
-func (p *platform) BuildContext(ctx context.Context) (*core.BuildContext, error) {
+func (p *platform) BuildContext(ctx context.Context, _ map[string]any) (*core.BuildContext, error) {
 	ghctx, err := p.gha().Context()
 	if err != nil {
 		return nil, fmt.Errorf("reading the GitHub Actions environment (GITHUB_* and the event payload at GITHUB_EVENT_PATH): %w", err)

@@ -33,7 +33,11 @@ type Platform interface {
 	// IDToken obtains the platform's OIDC token whose aud is audience.
 	IDToken(ctx context.Context, audience string) (string, error)
 	// BuildContext describes the build from the platform's environment.
-	BuildContext(ctx context.Context) (*BuildContext, error)
+	// claims are the (unverified) claims of the token this run signs with,
+	// whatever its source (IDToken, --token-env, --token-file): core decodes
+	// it once and hands the claims to the adapter, which must not look for
+	// the token itself. The identity fields never come from here.
+	BuildContext(ctx context.Context, claims map[string]any) (*BuildContext, error)
 	// Publish hands the results to the platform (outputs, summary, uploads).
 	// It is called after all outputs are written; it may be a no-op.
 	Publish(ctx context.Context, res *Result) error

@@ -134,14 +134,14 @@ func Sign(ctx context.Context, o SignOptions) (*Result, error) {
 	}
 	log.Info("hashed artifacts", "count", len(digests), "duration", time.Since(start).Round(time.Millisecond))
 
-	// 2. Build context and token.
-	bc, err := o.Platform.BuildContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("describe the build (%s): %w", o.Platform.Name(), err)
-	}
+	// 2. Token, then the build context from the same token's claims.
 	token, claims, err := o.token(ctx)
 	if err != nil {
 		return nil, err
+	}
+	bc, err := o.Platform.BuildContext(ctx, claims)
+	if err != nil {
+		return nil, fmt.Errorf("describe the build (%s): %w", o.Platform.Name(), err)
 	}
 
 	// 3. Signer client and key.

@@ -13,17 +13,42 @@ import (
 
 // stubPlatform is a minimal adapter for the option checks of Sign (the real
 // adapters and the real signer are exercised end to end in cmd/signet).
-type stubPlatform struct{ published bool }
+type stubPlatform struct {
+	published bool
+	claims    map[string]any // what Sign handed to BuildContext
+}
 
 func (s *stubPlatform) Name() string    { return PlatformJenkins }
 func (s *stubPlatform) Detect(Env) bool { return true }
 func (s *stubPlatform) IDToken(context.Context, string) (string, error) {
 	return "", errors.New("no token source in this test")
 }
-func (s *stubPlatform) BuildContext(context.Context) (*BuildContext, error) {
+func (s *stubPlatform) BuildContext(_ context.Context, claims map[string]any) (*BuildContext, error) {
+	s.claims = claims
 	return &BuildContext{Platform: PlatformJenkins}, nil
 }
 func (s *stubPlatform) Publish(context.Context, *Result) error { s.published = true; return nil }
+
+// TestSignDescribesTheBuildFromTheTokenItSignsWith: with --token-env the
+// adapter must get that token's claims (decoded once by core), not look for
+// a token of its own.
+func TestSignDescribesTheBuildFromTheTokenItSignsWith(t *testing.T) {
+	dir := t.TempDir()
+	art := filepath.Join(dir, "app.bin")
+	writeFile(t, art, []byte("x"))
+	tok := "eyJhbGciOiJSUzI1NiJ9." + base64.RawURLEncoding.EncodeToString([]byte(`{"aud":"aud","sub":"from-token-env"}`)) + ".c2ln"
+	p := &stubPlatform{}
+	_, err := Sign(context.Background(), SignOptions{SignerURL: "http://127.0.0.1:1", Audience: "aud", Key: "k",
+		Artifacts: []string{art}, BaseDir: dir, OutputDir: filepath.Join(dir, "out"), Platform: p,
+		TokenEnv: "TOK", Env: func(k string) (string, bool) { return tok, k == "TOK" }, Timeout: 2 * time.Second,
+		ClientOptions: ClientOptions{RetryMax: 1, RetryWaitMin: time.Millisecond, RetryWaitMax: time.Millisecond}})
+	if err == nil || !strings.Contains(err.Error(), "signer unreachable") {
+		t.Fatalf("Sign: %v, want the unreachable signer's error", err)
+	}
+	if p.claims["sub"] != "from-token-env" {
+		t.Fatalf("BuildContext got claims %v, want those of the --token-env token", p.claims)
+	}
+}
 
 func TestSignRefusesBadOptionsAndLeavesNoOutputs(t *testing.T) {
 	dir := t.TempDir()

@@ -13,15 +13,15 @@ import (
 // BuildType). The identity fields of the statement come from the verified
 // token in core; here the adapter supplies the GitLab-specific parameters.
 //
-// Parameters are taken from the ID token's claims when the adapter can read
-// the token (after IDToken, or from the id_tokens: variable), so they say what
+// Parameters are taken from the claims of the ID token core signs with (core
+// decodes it once, whatever its source, and passes the claims), so they say what
 // GitLab vouched for; for merge-request pipelines from forks that means
 // project_* names the fork the code came from and job_project_* the project
 // the job ran in. Without a readable token the same fields come from the CI_*
 // variables and Asserted["parameters_source"] says so. Facts only the
 // environment knows (job name, URLs, runner description, merge request) are
 // always in Asserted.
-func (p *Platform) BuildContext(ctx context.Context) (*core.BuildContext, error) {
+func (p *Platform) BuildContext(ctx context.Context, claims map[string]any) (*core.BuildContext, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -35,7 +35,7 @@ func (p *Platform) BuildContext(ctx context.Context) (*core.BuildContext, error)
 
 	asserted := map[string]string{}
 	var ext, internal map[string]any
-	if claims := p.readableClaims(); claims != nil {
+	if claims != nil {
 		ext, internal = p.paramsFromClaims(server, claims)
 		asserted["parameters_source"] = "id_token"
 	} else {
@@ -76,35 +76,6 @@ func (p *Platform) BuildContext(ctx context.Context) (*core.BuildContext, error)
 		}
 	}
 	return bc, nil
-}
-
-// readableClaims returns the (unverified) claims of the token IDToken handed
-// out, else of the variable SIGNET_TOKEN_ENV names, else of the id_tokens:
-// variable; nil when none is a readable JWT.
-func (p *Platform) readableClaims() map[string]any {
-	p.mu.Lock()
-	tok := p.token
-	p.mu.Unlock()
-	if tok == "" {
-		// SIGNET_TOKEN_ENV is the environment form of `signet sign
-		// --token-env`: core then signs with that variable's token.
-		name := p.get("SIGNET_TOKEN_ENV")
-		if !envNameRE.MatchString(name) {
-			var err error
-			if name, err = p.tokenVar(); err != nil {
-				return nil
-			}
-		}
-		tok = p.get(name)
-	}
-	if tok == "" {
-		return nil
-	}
-	claims, err := core.UnverifiedClaims(tok)
-	if err != nil {
-		return nil
-	}
-	return claims
 }
 
 // paramsFromClaims mirrors Fulcio's GitLab mapping: source from project_path,

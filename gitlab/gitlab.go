@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/signet-ci/signet/core"
 )
@@ -48,9 +47,6 @@ var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 type Platform struct {
 	env core.Env
 	log *slog.Logger
-
-	mu    sync.Mutex
-	token string // the token IDToken returned, reused by BuildContext
 }
 
 var _ core.Platform = (*Platform)(nil)

@@ -191,26 +191,17 @@ func TestBuildContext(t *testing.T) {
 	tagEnv := baseEnv()
 	tagEnv["CI_COMMIT_TAG"], tagEnv["CI_COMMIT_BRANCH"], tagEnv["CI_COMMIT_REF_NAME"] = "v1.2.0", "", "v1.2.0"
 
-	with := func(env map[string]string, claims map[string]any) map[string]string {
-		out := map[string]string{}
-		for k, v := range env {
-			out[k] = v
-		}
-		if claims != nil {
-			out["SIGNET_ID_TOKEN"] = jwtFor(t, claims)
-		}
-		return out
-	}
 	tests := []struct {
 		name     string
 		env      map[string]string
+		claims   map[string]any    // of the token core signs with; nil: none readable
 		ext      map[string]string // dotted path -> value in ExternalParameters
 		internal map[string]string // key -> value in InternalParameters["job"]
 		absent   []string          // keys that must not be in InternalParameters["job"]
 		asserted map[string]string
 	}{
 		{
-			name: "push pipeline from token claims", env: with(baseEnv(), pushClaims()),
+			name: "push pipeline from token claims", env: baseEnv(), claims: pushClaims(),
 			ext: map[string]string{
 				"source.repository": srv + "/" + parentPath, "source.ref": "refs/heads/main",
 				"config.uri": "https://gitlab.example.com/acme/app//.gitlab-ci.yml@refs/heads/main", "config.path": ".gitlab-ci.yml",
@@ -222,7 +213,7 @@ func TestBuildContext(t *testing.T) {
 			asserted: map[string]string{"parameters_source": "id_token", "job_name": "sign", "job_url": srv + "/acme/app/-/jobs/900"},
 		},
 		{
-			name: "fork merge request from token claims", env: with(forkEnv, forkMRClaims()),
+			name: "fork merge request from token claims", env: forkEnv, claims: forkMRClaims(),
 			ext: map[string]string{
 				"source.repository": srv + "/" + forkPath, "source.ref": "refs/heads/feature",
 				"config.uri":      "https://gitlab.example.com/mallory/app//.gitlab-ci.yml@refs/heads/feature",
@@ -258,7 +249,11 @@ func TestBuildContext(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			bc, err := New(mapEnv(tc.env)).BuildContext(context.Background())
+			var claims map[string]any
+			if tc.claims != nil {
+				claims = claimsAsCoreGives(t, tc.claims)
+			}
+			bc, err := New(mapEnv(tc.env)).BuildContext(context.Background(), claims)
 			if err != nil {
 				t.Fatalf("BuildContext: %v", err)
 			}
@@ -297,38 +292,29 @@ func TestBuildContext(t *testing.T) {
 	}
 }
 
-func TestBuildContextUsesTokenFromIDToken(t *testing.T) {
-	// With --token-env core reads another variable; once IDToken ran, the
-	// adapter describes the build from the token it handed out.
-	env := baseEnv()
-	env["SIGNET_GITLAB_TOKEN_VAR"] = "OTHER"
-	env["OTHER"] = jwtFor(t, forkMRClaims())
-	p := New(mapEnv(env))
-	if _, err := p.IDToken(context.Background(), testAud); err != nil {
-		t.Fatal(err)
-	}
-	bc, err := p.BuildContext(context.Background())
+// claimsAsCoreGives returns claims the way core.Sign hands them to
+// BuildContext: decoded from the compact token (numbers as json.Number).
+func claimsAsCoreGives(t *testing.T, claims map[string]any) map[string]any {
+	t.Helper()
+	c, err := core.UnverifiedClaims(jwtFor(t, claims))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := lookup(bc.ExternalParameters, "source.repository"); got != srv+"/"+forkPath {
-		t.Fatalf("source.repository = %q, want the fork", got)
-	}
+	return c
 }
 
-func TestBuildContextReadsTokenEnvVariable(t *testing.T) {
-	// SIGNET_TOKEN_ENV (signet sign --token-env) names the token core signs
-	// with; the build context must describe that token, not SIGNET_ID_TOKEN.
+func TestBuildContextDescribesTheClaimsItIsGiven(t *testing.T) {
+	// core passes the claims of the token it signs with (whatever its source:
+	// --token-env, --token-file or IDToken); the adapter must describe those,
+	// not whatever token sits in its own id_tokens: variable.
 	env := baseEnv()
 	env["SIGNET_ID_TOKEN"] = jwtFor(t, pushClaims())
-	env["SIGNET_TOKEN_ENV"] = "FORK_TOKEN"
-	env["FORK_TOKEN"] = jwtFor(t, forkMRClaims())
-	bc, err := New(mapEnv(env)).BuildContext(context.Background())
+	bc, err := New(mapEnv(env)).BuildContext(context.Background(), claimsAsCoreGives(t, forkMRClaims()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := lookup(bc.ExternalParameters, "source.repository"); got != srv+"/"+forkPath {
-		t.Fatalf("source.repository = %q, want the fork from FORK_TOKEN", got)
+		t.Fatalf("source.repository = %q, want the fork from the given claims", got)
 	}
 }
 
@@ -342,7 +328,7 @@ func TestBuildContextErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			env := baseEnv()
 			env["CI_SERVER_URL"] = tc.server
-			_, err := New(mapEnv(env)).BuildContext(context.Background())
+			_, err := New(mapEnv(env)).BuildContext(context.Background(), nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
@@ -382,8 +368,7 @@ func lookup(m map[string]any, path string) string {
 func TestStatementCarriesGitLabParameters(t *testing.T) {
 	claims := pushClaims()
 	env := baseEnv()
-	env["SIGNET_ID_TOKEN"] = jwtFor(t, claims)
-	bc, err := New(mapEnv(env)).BuildContext(context.Background())
+	bc, err := New(mapEnv(env)).BuildContext(context.Background(), claimsAsCoreGives(t, claims))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,9 +63,6 @@ func (p *Platform) IDToken(ctx context.Context, audience string) (string, error)
 		return "", errorf("the ID token in %s expired at %s: GitLab ID tokens live as long as the job's timeout; sign earlier in the job or raise the job timeout",
 			name, exp.UTC().Format(time.RFC3339))
 	}
-	p.mu.Lock()
-	p.token = tok
-	p.mu.Unlock()
 	return tok, nil
 }
 

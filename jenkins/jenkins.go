@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 
 	"github.com/signet-ci/signet/core"
 )
@@ -40,9 +39,6 @@ const (
 type platform struct {
 	env core.Env
 	log *slog.Logger
-
-	mu     sync.Mutex
-	claims map[string]any // claims of the token IDToken handed out (not verified)
 }
 
 // New returns the Jenkins adapter reading the build's environment through env.
@@ -88,37 +84,13 @@ func (p *platform) IDToken(ctx context.Context, audience string) (string, error)
 	if err := core.CheckAudience(claims, audience); err != nil {
 		return "", fmt.Errorf("jenkins: signet refuses the id token in %s: %w. %s", src, err, audienceHelp(audience))
 	}
-	p.mu.Lock()
-	p.claims = claims
-	p.mu.Unlock()
 	return tok, nil
-}
-
-// tokenClaims returns the (unverified) claims of the build's token, or nil
-// when there is none; BuildContext uses them only to decide which
-// environment facts the token vouches for.
-func (p *platform) tokenClaims() map[string]any {
-	p.mu.Lock()
-	c := p.claims
-	p.mu.Unlock()
-	if c != nil {
-		return c
-	}
-	tok, _, err := p.rawToken()
-	if err != nil {
-		return nil
-	}
-	c, err = core.UnverifiedClaims(tok)
-	if err != nil {
-		return nil
-	}
-	return c
 }
 
 // BuildContext describes the build from Jenkins' environment. Facts the
 // token's claims vouch for go to the SLSA parameters; the rest goes to
 // Asserted, which core marks as asserted by the build.
-func (p *platform) BuildContext(ctx context.Context) (*core.BuildContext, error) {
+func (p *platform) BuildContext(ctx context.Context, claims map[string]any) (*core.BuildContext, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -131,7 +103,7 @@ func (p *platform) BuildContext(ctx context.Context) (*core.BuildContext, error)
 			return nil, fmt.Errorf("jenkins: %s is not set: run signet inside a Jenkins build step (sh), where Jenkins sets JOB_URL and BUILD_NUMBER", k)
 		}
 	}
-	return describe(p.get, p.tokenClaims(), p.log), nil
+	return describe(p.get, claims, p.log), nil
 }
 
 // Publish writes a small JSON summary of the results to the file named by

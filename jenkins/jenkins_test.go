@@ -288,11 +288,11 @@ func TestBuildContext(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := jenkinsEnv()
+			var claims map[string]any
 			if tt.claims != nil {
-				env[tokenVar] = mint(t, tt.claims)
+				claims = claimsAsCoreGives(t, tt.claims)
 			}
-			bc, err := New(envFunc(env)).BuildContext(context.Background())
+			bc, err := New(envFunc(jenkinsEnv())).BuildContext(context.Background(), claims)
 			if err != nil {
 				t.Fatalf("BuildContext: %v", err)
 			}
@@ -306,30 +306,31 @@ func TestBuildContext(t *testing.T) {
 	}
 }
 
-// TestBuildContextUsesIDTokenClaims: a token obtained through IDToken (e.g.
-// from the "as file" credential) is the one BuildContext compares with.
-func TestBuildContextUsesIDTokenClaims(t *testing.T) {
+// claimsAsCoreGives returns claims the way core.Sign hands them to
+// BuildContext: decoded from the compact token (numbers as json.Number).
+func claimsAsCoreGives(t *testing.T, claims map[string]any) map[string]any {
+	t.Helper()
+	c, err := core.UnverifiedClaims(mint(t, claims))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestBuildContextDescribesTheClaimsItIsGiven: core passes the claims of the
+// token it signs with (--token-file, --token-env or IDToken); the adapter
+// compares the environment with those, not with the credential variable.
+func TestBuildContextDescribesTheClaimsItIsGiven(t *testing.T) {
+	env := jenkinsEnv()
+	env[tokenVar] = mint(t, pluginClaims()) // no git_commit claim
 	claims := pluginClaims()
 	claims["git_commit"] = testCommit
-	f := filepath.Join(t.TempDir(), "tok")
-	if err := os.WriteFile(f, []byte(mint(t, claims)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := jenkinsEnv()
-	env[tokenFileVar] = f
-	p := New(envFunc(env))
-	if _, err := p.IDToken(context.Background(), testAudience); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(f); err != nil { // BuildContext must not need the file again
-		t.Fatal(err)
-	}
-	bc, err := p.BuildContext(context.Background())
+	bc, err := New(envFunc(env)).BuildContext(context.Background(), claimsAsCoreGives(t, claims))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, asserted := bc.Asserted["GIT_COMMIT"]; asserted {
-		t.Fatalf("GIT_COMMIT is vouched by the token but was asserted: %v", bc.Asserted)
+		t.Fatalf("GIT_COMMIT is vouched by the given claims but was asserted: %v", bc.Asserted)
 	}
 	src, _ := bc.ExternalParameters["source"].(map[string]any)
 	if src["commit"] != testCommit {
@@ -342,7 +343,7 @@ func TestBuildContextMissingEnv(t *testing.T) {
 		t.Run(k, func(t *testing.T) {
 			env := jenkinsEnv()
 			delete(env, k)
-			_, err := New(envFunc(env)).BuildContext(context.Background())
+			_, err := New(envFunc(env)).BuildContext(context.Background(), nil)
 			if err == nil || !strings.Contains(err.Error(), k+" is not set") {
 				t.Fatalf("err = %v, want %s is not set", err, k)
 			}
