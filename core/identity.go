@@ -165,7 +165,7 @@ func (c *claimReader) optional(name string) string {
 	if !ok || v == nil {
 		return ""
 	}
-	s, err := claimString(v)
+	s, err := ClaimString(v)
 	if err != nil {
 		if c.err == nil {
 			c.err = fmt.Errorf("%s token claim %q: %w", c.platform, name, err)
@@ -175,9 +175,12 @@ func (c *claimReader) optional(name string) string {
 	return s
 }
 
-// claimString renders a scalar claim as a string. Numbers are accepted
-// because some issuers (Jenkins build_number) send them as JSON numbers.
-func claimString(v any) (string, error) {
+// ClaimString renders a scalar claim as a string: strings as they are,
+// integral numbers in decimal (some issuers, e.g. Jenkins build_number, send
+// numbers), booleans as true/false. Anything else (nil, objects, arrays,
+// fractional numbers) is an error. The identity mapping, the adapters and the
+// signer's policy all compare claims through this one function.
+func ClaimString(v any) (string, error) {
 	switch t := v.(type) {
 	case string:
 		return t, nil

@@ -86,19 +86,9 @@ func indent(s, prefix string) string {
 	return strings.Join(lines, "\n") + "\n"
 }
 
-// claimString returns a claim as a string: GitLab sends most ids as strings
-// but some (runner_id) as numbers.
+// claimString returns a claim as text (core.ClaimString), or "" when it is
+// absent or not a scalar.
 func claimString(claims map[string]any, key string) string {
-	switch v := claims[key].(type) {
-	case string:
-		return v
-	case json.Number:
-		return v.String()
-	case bool:
-		if v {
-			return "true"
-		}
-		return "false"
-	}
-	return ""
+	s, _ := core.ClaimString(claims[key])
+	return s
 }

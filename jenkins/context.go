@@ -1,10 +1,8 @@
 package jenkins
 
 import (
-	"encoding/json"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/signet-ci/signet/core"
@@ -37,20 +35,11 @@ var facts = []fact{
 	{env: "TAG_NAME", claim: "tag_name", param: "external", key: "tag"},
 }
 
-// claimString renders a claim as text (strings as they are, numbers in
-// their JSON form: core.UnverifiedClaims decodes them as json.Number); ok is
-// false when the claim is absent or not a scalar.
+// claimString renders a claim as text (core.ClaimString); ok is false when
+// the claim is absent or not a scalar.
 func claimString(claims map[string]any, name string) (string, bool) {
-	switch v := claims[name].(type) {
-	case string:
-		return v, true
-	case json.Number:
-		return v.String(), true
-	case bool:
-		return strconv.FormatBool(v), true
-	default:
-		return "", false
-	}
+	s, err := core.ClaimString(claims[name])
+	return s, err == nil
 }
 
 // describe builds the BuildContext. claims may be nil (no token visible):

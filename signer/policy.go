@@ -1,10 +1,8 @@
 package signer
 
 import (
-	"encoding/json"
 	"fmt"
 	"path"
-	"strconv"
 
 	"github.com/signet-ci/signet/core"
 )
@@ -18,20 +16,12 @@ type PolicyError struct {
 
 func (e *PolicyError) Error() string { return e.Reason }
 
-// claimAsString renders a claim for matching: strings as they are, numbers and
-// booleans in their JSON text form. Arrays, objects and null do not match.
+// claimAsString renders a claim for matching (core.ClaimString: strings as
+// they are, numbers and booleans as their string form); ok is false for
+// anything else.
 func claimAsString(v any) (string, bool) {
-	switch t := v.(type) {
-	case string:
-		return t, true
-	case json.Number:
-		return t.String(), true
-	case float64:
-		return strconv.FormatFloat(t, 'f', -1, 64), true
-	case bool:
-		return strconv.FormatBool(t), true
-	}
-	return "", false
+	s, err := core.ClaimString(v)
+	return s, err == nil
 }
 
 // matchValue matches a claim value against an exact value or a path.Match
